@@ -1,0 +1,5 @@
+import sys
+
+from gahb.cli import main
+
+sys.exit(main())

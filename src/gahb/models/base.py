@@ -1,0 +1,49 @@
+"""The one denoiser contract used everywhere in gahb.
+
+A *blind denoiser* is an ``nn.Module`` whose ``forward(y)`` maps a noisy batch ``y`` of shape
+(B, C, H, W), pixel scale [0, 1], to its clean estimate ``f(y)`` of the same shape. It is never
+told the noise level (paper section 2; spec section 3). Samplers, Jacobian analysis, metrics and
+studies accept any module honouring this, including closed-form references such as the
+empirical (memorising) denoiser.
+
+Trained networks predict the residual ``r(y) = y - f(y)`` (an estimate of the noise), which is
+what the training loss regresses onto the noise; :class:`ResidualDenoiser` exposes both.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def check_batch(y: torch.Tensor, channels: int | None = None, name: str = "input") -> None:
+    """Raise a clear ``ValueError`` unless ``y`` is a (B, C, H, W) batch with ``channels`` channels."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
+    if y.ndim != 4:
+        raise ValueError(
+            f"{name} must have shape (batch, channels, height, width); got shape {tuple(y.shape)}"
+        )
+    if channels is not None and y.shape[1] != channels:
+        raise ValueError(
+            f"{name} has {y.shape[1]} channel(s) but the denoiser expects {channels}; "
+            "convert the images (e.g. to grayscale) or build the model with matching channels"
+        )
+
+
+class ResidualDenoiser(nn.Module):
+    """Base class of the bias-free networks: ``forward(y) = y - residual(y)``."""
+
+    in_channels: int = 1
+
+    def residual(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        check_batch(y, self.in_channels)
+        return y - self.residual(y)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (the paper's Table 1 counts BF-BN gains too)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

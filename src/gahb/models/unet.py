@@ -1,0 +1,121 @@
+"""The paper's bias-free UNet (App. A.1, Table 1; spec section 3.2).
+
+Widths double per encoder block (64, 128, 256, mid 512 for 3 blocks), average pooling down,
+transposed convolutions up, concatenated skips, two 3x3 convolutions per block, BF-BN + ReLU
+after every convolution except the first and the last. No additive constant anywhere, so the
+network is homogeneous of order one and piecewise linear: f(y) = J(y) y (paper eq. 6).
+
+Parameter counts for one channel and width 64: 1 block 366,080; 2 blocks 1,825,024;
+3 blocks 7,659,264 (the paper's "7.6m"); 4 blocks 30,993,152.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import ResidualDenoiser, check_batch
+from .bfbn import BFBatchNorm2d
+
+PAD_MODES = ("reflect", "replicate", "zeros", "error")
+
+
+def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+
+
+class _ConvBNReLU(nn.Sequential):
+    def __init__(self, cin: int, cout: int, k: int = 3):
+        super().__init__(_conv(cin, cout, k), BFBatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class UNet(ResidualDenoiser):
+    """Bias-free UNet with ``num_blocks`` scales.
+
+    Args:
+        in_channels: image channels (1 for the paper's grayscale images).
+        num_blocks: number of encoder/decoder blocks (pooling steps); Table 1 uses 1-4.
+        width: channels of the first block (64 in the paper).
+        kernel_size: convolution size (3).
+        pad_mode: how to handle images whose sides are not multiples of ``2**num_blocks``.
+            ``"reflect"`` (default) pads bottom/right by reflection up to the next multiple and
+            crops the output back; padding is linear, so homogeneity and f(y) = J y still hold.
+            ``"replicate"``/``"zeros"`` pad likewise; ``"error"`` refuses such inputs.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_blocks: int = 3,
+        width: int = 64,
+        kernel_size: int = 3,
+        pad_mode: str = "reflect",
+    ):
+        super().__init__()
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        self.in_channels = in_channels
+        self.num_blocks = num_blocks
+        self.width = width
+        self.pad_mode = pad_mode
+        k = kernel_size
+        w = [width * 2**b for b in range(num_blocks + 1)]
+
+        # Encoder block 0 starts with a plain conv + ReLU (no BN), as in the official network.
+        self.encoder = nn.ModuleList()
+        self.encoder.append(
+            nn.Sequential(_conv(in_channels, w[0], k), nn.ReLU(inplace=True), _ConvBNReLU(w[0], w[0], k))
+        )
+        for b in range(1, num_blocks):
+            self.encoder.append(nn.Sequential(_ConvBNReLU(w[b - 1], w[b], k), _ConvBNReLU(w[b], w[b], k)))
+        self.pool = nn.AvgPool2d(2, 2)
+        self.mid = nn.Sequential(
+            _ConvBNReLU(w[num_blocks - 1], w[num_blocks], k), _ConvBNReLU(w[num_blocks], w[num_blocks], k)
+        )
+        self.up = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        for b in reversed(range(num_blocks)):
+            self.up.append(nn.ConvTranspose2d(w[b + 1], w[b], 2, stride=2, bias=False))
+            if b > 0:
+                self.decoder.append(nn.Sequential(_ConvBNReLU(2 * w[b], w[b], k), _ConvBNReLU(w[b], w[b], k)))
+            else:
+                # Last block: its second convolution is the linear output layer.
+                self.decoder.append(nn.Sequential(_ConvBNReLU(2 * w[b], w[b], k), _conv(w[b], in_channels, k)))
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this (before padding)."""
+        return 2**self.num_blocks
+
+    def _pad(self, y: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        h, w = y.shape[-2:]
+        m = self.multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph == 0 and pw == 0:
+            return y, h, w
+        if self.pad_mode == "error":
+            raise ValueError(
+                f"UNet with {self.num_blocks} blocks needs image sides divisible by {m}; got {h}x{w}. "
+                f"Use fewer blocks, crop/resize the images, or build the UNet with pad_mode='reflect'."
+            )
+        if self.pad_mode == "reflect" and (ph >= h or pw >= w):
+            raise ValueError(f"image {h}x{w} is too small to reflect-pad to a multiple of {m}")
+        mode = "constant" if self.pad_mode == "zeros" else self.pad_mode
+        return F.pad(y, (0, pw, 0, ph), mode=mode), h, w
+
+    def residual(self, y: torch.Tensor) -> torch.Tensor:
+        check_batch(y, self.in_channels)
+        x, h, w = self._pad(y)
+        skips = []
+        for b, block in enumerate(self.encoder):
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.mid(x)
+        for up, block in zip(self.up, self.decoder):
+            x = up(x)
+            x = block(torch.cat([x, skips.pop()], dim=1))
+        return x[..., :h, :w]

@@ -1,0 +1,91 @@
+"""Atomic writes: a file is either the old version or the complete new one, never a torn mix.
+
+Every checkpoint, manifest and result file goes through these, so a run killed at any moment
+loses at most the work since its last completed write.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    def w(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    return _atomic(path, w)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars and arrays, paths and non-finite floats into plain JSON."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        np = None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if np is not None and isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if np is not None and isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # torch tensor
+        return _jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else (1e308 if obj > 0 else -1e308)
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=indent, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, "r", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line and flush it to disk (metrics logs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(_jsonable(record)) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    import torch
+
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
