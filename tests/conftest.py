@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny bias-free networks whose BF-BN layers hold non-trivial eval statistics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gahb.models import BFBatchNorm2d, ModelConfig, build_model
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BF-BN layer O(1) gains and random running sds, as after training.
+
+    Freshly initialised gains are ~0.003, which makes the residual almost zero and identities
+    such as f(a y) = a f(y) trivially true; tests must not pass for that reason.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, BFBatchNorm2d):
+                m.gammas.copy_(0.5 + torch.rand(m.gammas.shape, generator=g))
+                m.running_sd.copy_(0.5 + torch.rand(m.running_sd.shape, generator=g))
+    return model
+
+
+def make_tiny(arch: str = "unet", seed: int = 0, **kw) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    if arch == "unet":
+        cfg = ModelConfig(arch="unet", num_blocks=kw.pop("num_blocks", 2), width=kw.pop("width", 8), **kw)
+    else:
+        cfg = ModelConfig(arch="bfcnn", num_layers=kw.pop("num_layers", 5), width=kw.pop("width", 8), **kw)
+    return randomize_bn(build_model(cfg), seed).eval()
+
+
+@pytest.fixture(params=["unet", "bfcnn"])
+def tiny_model(request):
+    """A tiny eval-mode network of each architecture."""
+    return make_tiny(request.param)
+
+
+@pytest.fixture
+def tiny_unet():
+    return make_tiny("unet")
+
+
+@pytest.fixture
+def tiny_bfcnn():
+    return make_tiny("bfcnn")
