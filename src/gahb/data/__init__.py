@@ -1,0 +1,48 @@
+"""Datasets: readers, the paper's deduplication, disjoint subsets S1/S2, and the prepared cache.
+
+The API training code uses::
+
+    from gahb.data import load_split
+    split = load_split("fashion-mnist", n=1000, subset="s1", seed=0)
+    split.train, split.test        # float32 (n, C, H, W) in [0, 1]; disjoint; test independent of n
+
+See ``datasets.py`` for dataset spec strings and the cache layout, ``readers.py`` for the
+formats, ``dedup.py`` for the duplicate rule and ``splits.py`` for how S1, S2 and the test set
+are drawn.
+"""
+
+from gahb.data.datasets import (
+    DatasetSpec,
+    Pool,
+    Split,
+    cache_root,
+    default_dataset_dir,
+    load_pool,
+    load_split,
+    open_prepared,
+    parse_dataset_spec,
+    prepare_dataset,
+)
+from gahb.data.dedup import DedupResult, deduplicate, deduplicate_dense, dedup_features
+from gahb.data.readers import (
+    ImageReadError,
+    RawImages,
+    load_array,
+    load_image,
+    read_array,
+    read_celeba,
+    read_fashion_mnist,
+    read_idx,
+    read_image_folder,
+    read_lsun,
+    save_image,
+)
+from gahb.data.splits import PoolSplit, default_n_test, seeded_permutation, split_pool
+
+__all__ = [
+    "DatasetSpec", "DedupResult", "ImageReadError", "Pool", "PoolSplit", "RawImages", "Split",
+    "cache_root", "dedup_features", "deduplicate", "deduplicate_dense", "default_dataset_dir",
+    "default_n_test", "load_array", "load_image", "load_pool", "load_split", "open_prepared",
+    "parse_dataset_spec", "prepare_dataset", "read_array", "read_celeba", "read_fashion_mnist",
+    "read_idx", "read_image_folder", "read_lsun", "save_image", "seeded_permutation", "split_pool",
+]
