@@ -1,0 +1,626 @@
+"""The Jacobian of a blind denoiser at one noisy image, dense or matrix-free (paper section 3; spec 7.2).
+
+A bias-free ReLU network in eval mode is piecewise linear and homogeneous, so at a fixed input y
+
+    f(y) = J(y) y,          J(y) = df/dy  (d x d, d = C*H*W)                      (paper eq. 6)
+
+and J(y) is the matrix of the linear network obtained by freezing every ReLU gate at the pattern
+it takes on y. Everything in this module is built on one object, :class:`JacobianOperator`,
+which applies J and J^T to batches of vectors without forming J:
+
+* backend ``"linearized"`` (gahb's UNet and BF-CNN): a copy of the network with BF-BN folded into
+  the convolutions and each ReLU replaced by multiplication with its recorded 0/1 gate. J V is a
+  plain batched forward pass of that linear network under ``no_grad`` (cheaper than forward-mode
+  AD); J^T U is one backward pass through a cached graph of it. Exact, not an approximation: the
+  frozen network *is* J(y) (checked numerically against forward-mode AD when it is built).
+* backend ``"autograd"`` (any other differentiable per-sample denoiser, e.g. the closed-form
+  :class:`~gahb.analysis.empirical.EmpiricalDenoiser` or a linear filter): batched forward-mode
+  AD (``torch.func.jvp`` on a batch of copies of y) for J V, and a cached reverse graph on a batch
+  of copies of y for J^T U.
+
+On top of it: the dense Jacobian in bounded-memory chunks (:func:`jacobian`), the official
+per-pixel reference loop (:func:`jacobian_loop`, for tests and benchmarks only), the top-k
+eigenpairs of the symmetric part S = (J + J^T)/2 by a thick-restart Lanczos method with explicit
+Rayleigh-Ritz residuals (:func:`topk_eigs`), and the trace tr J (the effective dimensionality of
+paper eq. 7) exactly from the diagonal (:func:`trace_exact`) or by Hutchinson's estimator
+(:func:`trace_hutchinson`).
+
+Always evaluate Jacobians in eval mode: in train mode BF-BN divides by batch statistics and the
+network is neither a per-sample function nor the one used for sampling (spec 10.4).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+BACKENDS = ("auto", "linearized", "autograd")
+
+# Leaf modules whose eval-mode action is linear (or is a ReLU, which the linearized backend
+# freezes). A network built only from these, with bias-free convolutions, has f(y) = J(y) y.
+_LINEAR_LEAVES = (nn.Conv2d, nn.ConvTranspose2d, nn.AvgPool2d, nn.Identity)
+
+
+def _as_image(y: torch.Tensor) -> torch.Tensor:
+    """Accept (C, H, W) or (1, C, H, W); return a detached (1, C, H, W) tensor."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+    if y.ndim == 3:
+        y = y.unsqueeze(0)
+    if y.ndim != 4 or y.shape[0] != 1:
+        raise ValueError(f"y must be one image of shape (C, H, W) or (1, C, H, W); got {tuple(y.shape)}")
+    if not torch.isfinite(y).all():
+        raise ValueError("y contains non-finite values")
+    return y.detach()
+
+
+def _model_dtype_device(model: nn.Module, y: torch.Tensor) -> tuple[torch.dtype, torch.device]:
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype, t.device
+    return y.dtype, y.device
+
+
+class _FrozenReLU(nn.Module):
+    """ReLU that records its 0/1 gate on the first pass and then multiplies by that gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate: torch.Tensor | None = None
+        self.recording = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.recording:
+            # Same convention as autograd's ReLU derivative: gate 0 where x <= 0.
+            self.gate = (x > 0).to(x.dtype)
+        if self.gate is None:
+            raise RuntimeError("frozen ReLU used before its gate was recorded")
+        return x * self.gate
+
+
+def _is_linearizable(model: nn.Module) -> bool:
+    from gahb.models import BFBatchNorm2d, ResidualDenoiser
+
+    if not isinstance(model, ResidualDenoiser):
+        return False
+    for m in model.modules():
+        if len(list(m.children())) > 0:
+            continue
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.bias is not None:
+            return False
+        if not isinstance(m, _LINEAR_LEAVES + (nn.ReLU, BFBatchNorm2d)):
+            return False
+    return True
+
+
+def linearize(model: nn.Module, y: torch.Tensor, channels_last: bool = False) -> nn.Module:
+    """The frozen-activation linear network of a bias-free ReLU denoiser at ``y``: a module L with L(v) = J(y) v.
+
+    The copy has BF-BN folded into the convolutions (:func:`gahb.models.fold_batchnorm`), frozen
+    parameters, and every ReLU replaced by multiplication with the gate it takes on ``y``.
+    Gates have batch size 1 and broadcast over any batch of tangent vectors.
+    """
+    from gahb.models import optimize_for_inference
+
+    if not _is_linearizable(model):
+        raise ValueError(
+            f"{type(model).__name__} is not a gahb bias-free ReLU network (conv/BF-BN/ReLU/pool only); "
+            "use backend='autograd'"
+        )
+    lin = optimize_for_inference(model, channels_last=channels_last, fold=True)
+    gates = []
+    for parent in list(lin.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU):
+                g = _FrozenReLU()
+                setattr(parent, name, g)
+                gates.append(g)
+    dtype, device = _model_dtype_device(lin, y)
+    y = _as_image(y).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        for g in gates:
+            g.recording = True
+        lin(y)
+        for g in gates:
+            g.recording = False
+    lin.gates = gates  # type: ignore[attr-defined]
+    return lin
+
+
+class JacobianOperator:
+    """Matrix-free J = df/dy of ``denoiser`` at the noisy image ``y``, for batches of vectors.
+
+    Vectors are rows: ``jvp(V)`` maps (B, d) to the rows J v_b, ``vjp(U)`` to J^T u_b, and
+    ``sym(V)`` to S v_b with S = (J + J^T)/2. Inputs may be any float dtype (float64 from
+    SciPy); they are cast to the model's dtype and the results are returned in the input's dtype.
+
+    Args:
+        denoiser: a blind denoiser in eval mode (the gahb contract, ``forward(y) -> f(y)``).
+        y: the noisy image, (C, H, W) or (1, C, H, W), pixel scale.
+        backend: ``"linearized"`` (gahb networks), ``"autograd"`` (anything differentiable and
+            per-sample), or ``"auto"`` (the former when the network qualifies).
+        chunk: vectors per batched pass; bounds memory (activations of ``chunk`` images).
+        channels_last: channels_last layout for the linearized network's convolutions.
+        check: verify the linearized network against forward-mode AD on one random tangent.
+
+    Attributes:
+        shape: (C, H, W); d: number of pixels times channels; fy: f(y) as a flat float64 tensor;
+        counts: number of vectors pushed through J ("jvp") and J^T ("vjp") so far.
+    """
+
+    def __init__(self, denoiser: nn.Module, y: torch.Tensor, backend: str = "auto", chunk: int = 16,
+                 channels_last: bool = False, check: bool = True):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if denoiser.training:
+            raise ValueError(
+                "the denoiser is in train mode; call .eval() first (BF-BN must use its running "
+                "statistics for the Jacobian to be that of the sampling-time denoiser)"
+            )
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.denoiser = denoiser
+        self.dtype, self.device = _model_dtype_device(denoiser, y)
+        self.y = _as_image(y).to(self.dtype).to(self.device)
+        self.shape = tuple(self.y.shape[1:])
+        self.d = int(np.prod(self.shape))
+        self.chunk = int(chunk)
+        self.counts = {"jvp": 0, "vjp": 0}
+        self._graph: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        with torch.no_grad():
+            fy = denoiser(self.y)
+        if fy.shape != self.y.shape:
+            raise ValueError(f"denoiser output shape {tuple(fy.shape)} differs from input {tuple(self.y.shape)}")
+        self.fy = fy.detach().reshape(-1).double()
+
+        if backend == "auto":
+            backend = "linearized" if _is_linearizable(denoiser) else "autograd"
+        self.backend = backend
+        self._lin = linearize(denoiser, self.y, channels_last) if backend == "linearized" else None
+        if self._lin is not None and check:
+            self._check_linearization()
+
+    # ----------------------------------------------------------------------------------------
+    def _check_linearization(self) -> None:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        v = torch.randn(self.y.shape, generator=g, dtype=self.dtype).to(self.device)
+        with torch.no_grad():
+            lin_v = self._lin(v)
+            lin_y = self._lin(self.y)
+        _, ref = torch.func.jvp(self.denoiser, (self.y,), (v,))
+        ref = ref.detach()
+        err = (lin_v - ref).norm() / ref.norm().clamp_min(1e-30)
+        err_y = (lin_y.reshape(-1).double() - self.fy).norm() / self.fy.norm().clamp_min(1e-30)
+        tol = 1e-4 if self.dtype in (torch.float32, torch.float64) else 1e-2
+        if not (err < tol and err_y < tol):
+            raise RuntimeError(
+                f"frozen-activation network disagrees with autograd (JVP rel. error {err:.2e}, "
+                f"J y vs f(y) {err_y:.2e}); use backend='autograd'"
+            )
+
+    def _to_images(self, V: torch.Tensor) -> torch.Tensor:
+        V = torch.as_tensor(V)
+        if V.ndim == 1:
+            V = V.unsqueeze(0)
+        return V.to(device=self.device, dtype=self.dtype).reshape(-1, *self.shape)
+
+    def _reverse_graph(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A retained graph with ``b`` inputs, reused by every VJP of that batch size."""
+        if self._graph is None or self._graph[0] != b:
+            self._graph = None  # free the old graph first
+            if self._lin is not None:
+                # The linear network's graph does not depend on where it is evaluated.
+                x = torch.zeros((b, *self.shape), dtype=self.dtype, device=self.device, requires_grad=True)
+                with torch.enable_grad():
+                    out = self._lin(x)
+            else:
+                x = self.y.expand(b, *self.shape).clone().requires_grad_(True)
+                with torch.enable_grad():
+                    out = self.denoiser(x)
+            self._graph = (b, x, out)
+        return self._graph[1], self._graph[2]
+
+    def _jvp_batch(self, V: torch.Tensor) -> torch.Tensor:
+        if self._lin is not None:
+            with torch.no_grad():
+                return self._lin(V)
+        ys = self.y.expand_as(V).contiguous()
+        try:
+            _, t = torch.func.jvp(self.denoiser, (ys,), (V,))
+            return t.detach()
+        except (RuntimeError, NotImplementedError):
+            # Double-backward trick: J v = d/du <J^T u, v>, for ops without forward-mode AD.
+            x = ys.clone().requires_grad_(True)
+            with torch.enable_grad():
+                out = self.denoiser(x)
+                u = torch.zeros_like(out, requires_grad=True)
+                (g,) = torch.autograd.grad(out, x, u, create_graph=True)
+                (t,) = torch.autograd.grad(g, u, V)
+            return t.detach()
+
+    def _vjp_batch(self, U: torch.Tensor) -> torch.Tensor:
+        b = U.shape[0]
+        x, out = self._reverse_graph(b)
+        (g,) = torch.autograd.grad(out, x, U.reshape(out.shape), retain_graph=True)
+        return g.detach()
+
+    def _apply(self, fn, V, count: str) -> torch.Tensor:
+        in_dtype = V.dtype if isinstance(V, torch.Tensor) and V.is_floating_point() else torch.float64
+        X = self._to_images(V)
+        outs = []
+        for lo in range(0, X.shape[0], self.chunk):
+            outs.append(fn(X[lo:lo + self.chunk]).reshape(-1, self.d))
+        self.counts[count] += X.shape[0]
+        out = torch.cat(outs).to(in_dtype)
+        return out
+
+    def jvp(self, V: torch.Tensor) -> torch.Tensor:
+        """Rows J v_b for the rows of ``V`` (B, d) (or images (B, C, H, W))."""
+        return self._apply(self._jvp_batch, V, "jvp")
+
+    def vjp(self, U: torch.Tensor) -> torch.Tensor:
+        """Rows J^T u_b for the rows of ``U``."""
+        return self._apply(self._vjp_batch, U, "vjp")
+
+    def sym(self, V: torch.Tensor) -> torch.Tensor:
+        """Rows S v_b with S = (J + J^T)/2, the symmetric part that the paper eigendecomposes."""
+        return 0.5 * (self.jvp(V) + self.vjp(V))
+
+    def linear_operator(self, kind: str = "sym"):
+        """A ``scipy.sparse.linalg.LinearOperator`` (float64) for J, J^T or S (``kind`` in J/JT/sym)."""
+        from scipy.sparse.linalg import LinearOperator
+
+        fwd = {"J": self.jvp, "JT": self.vjp, "sym": self.sym}
+        adj = {"J": self.vjp, "JT": self.jvp, "sym": self.sym}
+        if kind not in fwd:
+            raise ValueError(f"kind must be one of {sorted(fwd)}, got {kind!r}")
+
+        def mm(f):
+            def apply(X):
+                X = np.asarray(X, dtype=np.float64)
+                one = X.ndim == 1
+                Xt = torch.from_numpy(np.ascontiguousarray(X.reshape(self.d, -1).T))
+                out = f(Xt).numpy().T
+                return out.reshape(-1) if one else out
+            return apply
+
+        return LinearOperator((self.d, self.d), matvec=mm(fwd[kind]), rmatvec=mm(adj[kind]),
+                              matmat=mm(fwd[kind]), rmatmat=mm(adj[kind]), dtype=np.float64)
+
+    def release(self) -> None:
+        """Free the cached reverse graph (it holds activations of ``chunk`` images)."""
+        self._graph = None
+
+
+# --------------------------------------------------------------------------------------------
+def _progress(total: int, desc: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not progress, leave=False)
+
+
+def jacobian(denoiser: nn.Module | JacobianOperator, y: torch.Tensor | None = None, *, mode: str = "auto",
+             chunk: int = 16, dtype: torch.dtype = torch.float64, backend: str = "auto",
+             progress: bool = False) -> torch.Tensor:
+    """The dense Jacobian J[i, j] = d f_i / d y_j (d x d) of the denoiser output f (not the residual).
+
+    Computed ``chunk`` basis vectors at a time, so the working memory is the d x d result plus the
+    activations of ``chunk`` images. ``mode="columns"`` pushes basis vectors through J (forward
+    passes; the default for the linearized backend, where that is a plain inference pass),
+    ``mode="rows"`` pulls them back through J^T (backward passes; the default for autograd).
+    Exact to float rounding for bias-free networks; ``dtype`` is the storage type of the result.
+    """
+    op = denoiser if isinstance(denoiser, JacobianOperator) else JacobianOperator(denoiser, y, backend, chunk)
+    if mode == "auto":
+        mode = "columns" if op.backend == "linearized" else "rows"
+    if mode not in ("columns", "rows"):
+        raise ValueError(f"mode must be 'auto', 'columns' or 'rows', got {mode!r}")
+    d, step = op.d, op.chunk
+    J = torch.empty((d, d), dtype=dtype)
+    apply = op.jvp if mode == "columns" else op.vjp
+    with _progress(d, f"Jacobian {mode}", progress) as bar:
+        for lo in range(0, d, step):
+            hi = min(d, lo + step)
+            E = torch.zeros((hi - lo, d), dtype=op.dtype, device=op.device)
+            E[torch.arange(hi - lo), torch.arange(lo, hi)] = 1.0
+            block = apply(E).to(dtype).cpu()  # (hi-lo, d): rows are J e_j (columns) or J^T e_i (rows)
+            if mode == "columns":
+                J[:, lo:hi] = block.T
+            else:
+                J[lo:hi, :] = block
+            bar.update(hi - lo)
+    op.release()
+    return J
+
+
+def jacobian_loop(denoiser: nn.Module, y: torch.Tensor, progress: bool = False) -> torch.Tensor:
+    """Reference: one ``autograd.grad`` per output pixel on a retained graph, parameters frozen.
+
+    This is the method of the official code (``calc_jacobian``, spec 7.2), applied to f instead of
+    the residual. It exists to test and benchmark :func:`jacobian`; it is d times slower than a
+    forward pass and is not meant for analysis.
+    """
+    if denoiser.training:
+        raise ValueError("the denoiser is in train mode; call .eval() first")
+    y = _as_image(y)
+    flags = [p.requires_grad for p in denoiser.parameters()]
+    for p in denoiser.parameters():
+        p.requires_grad_(False)
+    try:
+        x = y.clone().requires_grad_(True)
+        out = denoiser(x).reshape(-1)
+        d = out.numel()
+        J = torch.empty((d, x.numel()), dtype=out.dtype)
+        for i in _iter(d, progress):
+            (g,) = torch.autograd.grad(out[i], x, retain_graph=True)
+            J[i] = g.reshape(-1)
+    finally:
+        for p, f in zip(denoiser.parameters(), flags):
+            p.requires_grad_(f)
+    return J
+
+
+def _iter(n: int, progress: bool):
+    from tqdm.auto import trange
+
+    return trange(n, desc="Jacobian (per-pixel loop)", disable=not progress, leave=False)
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TopK:
+    """Top-k eigenpairs of the symmetric part S of the Jacobian, from :func:`topk_eigs`.
+
+    ``eigenvalues`` (k,) descending, ``eigenvectors`` (d, k) orthonormal columns (float64),
+    ``residuals`` (k,) explicit ||S e - lambda e|| of each pair, ``matvecs`` vectors pushed through
+    S, ``converged`` whether every residual met ``tol * |lambda_1|``.
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    residuals: np.ndarray
+    matvecs: int
+    converged: bool
+    seconds: float
+    method: str
+    tol: float
+    info: dict = field(default_factory=dict)
+
+
+def _sym_matmat(op) -> callable:
+    """(B, d) float64 numpy -> (B, d) rows S v, for a JacobianOperator, a matrix or a callable."""
+    if isinstance(op, JacobianOperator):
+        return lambda X: op.sym(torch.from_numpy(np.ascontiguousarray(X))).numpy()
+    if isinstance(op, (np.ndarray, torch.Tensor)):
+        M = np.asarray(op, dtype=np.float64)
+        M = 0.5 * (M + M.T)
+        return lambda X: X @ M  # M symmetric: rows of (M X^T)^T
+    if callable(op):
+        return op
+    raise TypeError("op must be a JacobianOperator, a square matrix or a callable on (B, d) arrays")
+
+
+def topk_eigs(op, k: int = 32, *, tol: float = 1e-5, method: str = "lanczos", block: int = 1,
+              max_basis: int | None = None, max_matvecs: int | None = None, v0: np.ndarray | None = None,
+              seed: int = 0, d: int | None = None, progress: bool = False) -> TopK:
+    """Largest-k eigenpairs of S = (J + J^T)/2 without forming J.
+
+    ``method="lanczos"`` (default): block Lanczos (``block`` vectors per step; 1 = classical) with
+    full reorthogonalisation in float64 and thick restarts when the basis reaches ``max_basis``.
+    Every product S v is kept, so Ritz pairs come from an explicit Rayleigh-Ritz projection and
+    their residuals ||S e - theta e|| are exact (no extra products, no reliance on the
+    three-term recurrence staying accurate in float32). It stops when every one of the top k
+    residuals is at most ``tol * |theta_1|``; for a symmetric matrix each Ritz value is then within
+    that residual of an eigenvalue (and typically within residual^2 / gap).
+
+    ``method="arpack"``: ``scipy.sparse.linalg.eigsh`` (implicitly restarted Lanczos) on the same
+    operator with ``tol`` passed through, for comparison.
+
+    ``op`` is a :class:`JacobianOperator`, a dense (d, d) matrix (symmetrised here), or a callable
+    mapping (B, d) float64 rows to the rows S v (then pass ``d``).
+    """
+    if isinstance(op, JacobianOperator):
+        d = op.d
+    elif isinstance(op, (np.ndarray, torch.Tensor)):
+        d = op.shape[0]
+    elif d is None:
+        raise ValueError("pass d when op is a callable")
+    if not 1 <= k < d:
+        raise ValueError(f"k must be in [1, d-1] = [1, {d - 1}], got {k}")
+    matmat = _sym_matmat(op)
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    if method == "arpack":
+        from scipy.sparse.linalg import LinearOperator, eigsh
+
+        count = [0]
+
+        def mv(x):
+            count[0] += 1
+            return matmat(np.asarray(x, dtype=np.float64).reshape(1, d))[0]
+
+        lo = LinearOperator((d, d), matvec=mv, dtype=np.float64)
+        start = v0 if v0 is not None else rng.standard_normal(d)
+        ncv = min(d, max(2 * k + 1, 3 * k))
+        w, V = eigsh(lo, k=k, which="LA", tol=tol, v0=start, ncv=ncv)
+        order = np.argsort(w)[::-1]
+        w, V = w[order], V[:, order]
+        R = matmat(V.T).T - V * w
+        res = np.linalg.norm(R, axis=0)
+        count[0] += k  # the explicit residual check above
+        return TopK(w, V, res, count[0], bool(np.all(res <= 10 * tol * abs(w[0]) + 1e-12)),
+                    time.perf_counter() - t0, "arpack", tol, {"ncv": ncv})
+    if method != "lanczos":
+        raise ValueError(f"method must be 'lanczos' or 'arpack', got {method!r}")
+    return _block_lanczos(matmat, d, k, tol, block, max_basis, max_matvecs, v0, rng, t0, progress)
+
+
+def _orthonormalize(X: np.ndarray, V: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Rows of X made orthonormal and orthogonal to the rows of V (two Gram-Schmidt passes)."""
+    for _ in range(2):
+        if V is not None and V.shape[0]:
+            X = X - (X @ V.T) @ V
+        Q, R = np.linalg.qr(X.T)
+        X = Q.T
+    # A rank-deficient block (invariant subspace found): refill those directions at random.
+    small = np.abs(np.diag(R)) < 1e-10 * max(1.0, np.abs(np.diag(R)).max(initial=0.0))
+    if small.any():
+        Z = rng.standard_normal((int(small.sum()), X.shape[1]))
+        if V is not None and V.shape[0]:
+            Z = Z - (Z @ V.T) @ V
+        keep = X[~small]
+        Z = Z - (Z @ keep.T) @ keep
+        Z = np.linalg.qr(Z.T)[0].T
+        X = np.concatenate([keep, Z])
+    return X
+
+
+def _block_lanczos(matmat, d, k, tol, b, max_basis, max_matvecs, v0, rng, t0, progress) -> TopK:
+    if b < 1:
+        raise ValueError(f"block must be >= 1, got {b}")
+    if max_basis is None:
+        max_basis = min(d, max(4 * k, k + 40 * b, 100))
+    max_basis = min(d, max(max_basis, k + 2 * b))
+    if max_matvecs is None:
+        max_matvecs = max(20 * max_basis, 4 * d)
+    start = rng.standard_normal((b, d))
+    if v0 is not None:
+        start[0] = np.asarray(v0, dtype=np.float64).reshape(-1)
+    X = _orthonormalize(start, None, rng)
+    V = np.zeros((0, d))        # orthonormal basis rows
+    W = np.zeros((0, d))        # W = S V, rows
+    H = np.zeros((0, 0))        # V S V^T
+    matvecs, restarts = 0, 0
+    theta = np.zeros(0)
+    converged = False
+    check_every = max(1, 8 // b)
+    steps = 0
+    bar = _progress(max_matvecs, "Lanczos", progress)
+    while True:
+        SX = matmat(X)
+        matvecs += X.shape[0]
+        bar.update(X.shape[0])
+        # Extend the projection: H_new = [[H, V SX^T], [X W^T, X SX^T]], symmetrised.
+        top = V @ SX.T
+        H = np.block([[H, top], [top.T, X @ SX.T]])
+        H = 0.5 * (H + H.T)
+        V = np.concatenate([V, X])
+        W = np.concatenate([W, SX])
+        steps += 1
+        m = V.shape[0]
+        if m >= k and (steps % check_every == 0 or m + b > max_basis or matvecs >= max_matvecs or m >= d):
+            theta, s = np.linalg.eigh(H)
+            order = np.argsort(theta)[::-1]
+            theta, s = theta[order], s[:, order]
+            Sk = s[:, :k]
+            R = Sk.T @ W - theta[:k, None] * (Sk.T @ V)
+            res = np.linalg.norm(R, axis=1)
+            scale = max(abs(theta[0]), 1e-300)
+            bar.set_postfix(res=f"{res.max() / scale:.1e}")
+            if np.all(res <= tol * scale):
+                converged = True
+                break
+            if matvecs >= max_matvecs or m >= d:
+                break
+            if m + b > max_basis:
+                # Thick restart: keep the best Ritz vectors; the new block (orthogonal to the
+                # whole old basis) continues the Krylov expansion.
+                keep = max(k + b, min(m - 2 * b, (max_basis + k) // 2))
+                nextX = _orthonormalize(SX - (SX @ V.T) @ V, V, rng)
+                V = s[:, :keep].T @ V
+                W = s[:, :keep].T @ W
+                H = np.diag(theta[:keep])
+                restarts += 1
+                X = nextX
+                continue
+        X = _orthonormalize(SX, V, rng)
+        if V.shape[0] + X.shape[0] > d:
+            X = X[: d - V.shape[0]]
+    bar.close()
+    if theta.size < k:  # pragma: no cover - guarded by the loop condition
+        raise RuntimeError("Lanczos stopped before k Ritz values were available")
+    E = V.T @ s[:, :k]
+    # Re-orthonormalise against float drift (changes nothing measurable when converged).
+    E, _ = np.linalg.qr(E)
+    E *= np.sign(np.sum(E * (V.T @ s[:, :k]), axis=0))
+    if not converged:
+        warnings.warn(
+            f"Lanczos did not reach tol={tol:g} within {matvecs} products (max residual "
+            f"{res.max() / scale:.2e} relative); the float32 network may limit accuracy near 1e-6",
+            RuntimeWarning, stacklevel=3)
+    return TopK(theta[:k].copy(), E, res, matvecs, converged, time.perf_counter() - t0, "lanczos", tol,
+                {"block": b, "max_basis": max_basis, "restarts": restarts})
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TraceEstimate:
+    """tr J, the effective dimensionality (paper eq. 7): ``value`` with ``stderr`` (0 when exact)."""
+
+    value: float
+    stderr: float
+    probes: int
+    method: str
+    seconds: float
+    samples: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "stderr": self.stderr, "probes": self.probes, "method": self.method,
+                "seconds": self.seconds}
+
+
+def trace_exact(op: JacobianOperator, progress: bool = False) -> TraceEstimate:
+    """tr J = sum_i (J e_i)_i from d basis-vector JVPs in chunks: the diagonal only, never J."""
+    t0 = time.perf_counter()
+    d, step = op.d, op.chunk
+    total = 0.0
+    with _progress(d, "trace (exact)", progress) as bar:
+        for lo in range(0, d, step):
+            hi = min(d, lo + step)
+            idx = torch.arange(hi - lo)
+            E = torch.zeros((hi - lo, d), dtype=op.dtype, device=op.device)
+            E[idx, lo + idx] = 1.0
+            cols = op.jvp(E)
+            total += float(cols[idx, lo + idx].double().sum())
+            bar.update(hi - lo)
+    return TraceEstimate(total, 0.0, d, "exact", time.perf_counter() - t0)
+
+
+def trace_hutchinson(op: JacobianOperator, probes: int = 64, seed: int = 0,
+                     deflate: np.ndarray | None = None, deflate_values: np.ndarray | None = None) -> TraceEstimate:
+    """Hutchinson's estimator tr J ~ mean_p v_p^T J v_p over Rademacher probes v_p (one JVP each).
+
+    Unbiased; the reported standard error is the sample standard deviation over sqrt(probes).
+    For Rademacher probes Var(v^T J v) = 2 (||S||_F^2 - sum_i S_ii^2) with S = (J + J^T)/2.
+
+    ``deflate`` (d, k) orthonormal columns Q, e.g. Lanczos eigenvectors (with their Ritz values
+    ``deflate_values``, else k extra products give Q^T S Q), splits tr J = tr(Q^T S Q) +
+    tr(P J P) with P = I - QQ^T and estimates only the second part: far less variance when Q spans
+    the large eigenvalues (the idea of Hutch++, Meyer et al. 2021).
+    """
+    if probes < 2:
+        raise ValueError(f"probes must be >= 2 to report a standard error, got {probes}")
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(seed)
+    Vp = (torch.randint(0, 2, (probes, op.d), generator=g).double() * 2.0 - 1.0)
+    exact_part = 0.0
+    if deflate is not None:
+        Q = torch.as_tensor(np.asarray(deflate, dtype=np.float64))
+        if deflate_values is not None:
+            exact_part = float(np.sum(deflate_values))
+        else:
+            exact_part = float((op.sym(Q.T) * Q.T).sum())
+        Vp = Vp - (Vp @ Q) @ Q.T
+    JV = op.jvp(Vp)
+    samples = (JV * Vp).sum(1).numpy() + exact_part
+    value = float(samples.mean())
+    stderr = float(samples.std(ddof=1) / math.sqrt(probes))
+    return TraceEstimate(value, stderr, probes, "hutchinson" + ("-deflated" if deflate is not None else ""),
+                         time.perf_counter() - t0, samples)
