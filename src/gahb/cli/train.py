@@ -1,0 +1,180 @@
+"""``gahb train``: load a training subset and train a blind bias-free denoiser on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EPILOG = """\
+presets (--preset; any flag below overrides the preset's value):
+  quick     unet-small, batch 64, 4 epochs x 5,000 images, lr 1e-3 halved after epoch 2   (~1 min CPU)
+  standard  unet-small, batch 64, 10 epochs x 20,000 images, lr halved after epochs 3,6,9 (~10-15 min CPU)
+  paper     unet-80 (7.6M), batch 512, 1000 epochs x 250,000 images, lr 1e-3 halved every 100 epochs,
+            sigma = u^2 (the official schedule; GPU, ~10-20 h per model)
+
+An epoch tiles the N training images n = max(1, floor(images_per_epoch / N)) times, as the official
+code does. --steps replaces the preset's epoch budget by a total number of optimizer steps.
+
+The run folder (--out) receives model.safetensors + config.json (load with `gahb denoise
+--checkpoint DIR` or gahb.training.load_denoiser), state.pt (resume state) and metrics.jsonl (one
+line per evaluation: losses and train/test PSNR at fixed sigmas on fixed images). Re-running the
+same command resumes an interrupted run from its last checkpoint (bit-identical on CPU) and does
+nothing for a finished one; --fresh starts over.
+
+data-parallel: torchrun --standalone --nproc_per_node 2 -m gahb train ...   (gloo on CPU, NCCL on GPU)
+
+examples:
+  gahb train --dataset fashion-mnist --n 1000 --subset s1 --preset quick --out runs/fm_n1000_s1
+  gahb train --dataset fashion-mnist --n 1000 --arch unet --blocks 2 --width 32 --steps 3000 \\
+      --out runs/fm_n1000_w32
+  gahb train --dataset celeba:/data/img_align_celeba --size 80 --n 100000 --preset paper --bf16 \\
+      --channels-last --out runs/celeba_n1e5_s1
+"""
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return vals
+
+
+def register(subparsers) -> None:
+    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    p = subparsers.add_parser(
+        "train", help="train a blind bias-free denoiser (UNet or BF-CNN) on a subset of N images",
+        description="Train a blind, bias-free denoiser on a training subset (S1 or S2) of N images: "
+                    "residual MSE against fresh Gaussian noise with one sigma per image (paper eq. 4), "
+                    "Adam, tiled epochs, atomic checkpoints and exact resume.",
+        epilog=EPILOG, formatter_class=Fmt)
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", default="fashion-mnist", help="dataset spec (see `gahb data --help`)")
+    d.add_argument("--n", type=int, default=1000, help="training-set size N")
+    d.add_argument("--subset", default="s1", choices=("s1", "s2"), help="which disjoint half")
+    d.add_argument("--data-seed", type=int, default=0, help="seed of the pool permutation defining S1/S2/test")
+    d.add_argument("--n-test", type=int, default=None, help="held-out test-set size (default: the data module's)")
+    d.add_argument("--size", type=int, default=None, help="image size the dataset is prepared at")
+    d.add_argument("--cache-dir", default=None, help="root holding prepared datasets")
+    d.add_argument("--no-dedup", action="store_true", help="use the non-deduplicated pool")
+
+    m = p.add_argument_group("model (default: the preset's)")
+    m.add_argument("--model-preset", default=None,
+                   help="named architecture: unet-20/40/80/160, unet-small, unet-tiny, bfcnn")
+    m.add_argument("--arch", choices=("unet", "bfcnn"), default=None, help="architecture")
+    m.add_argument("--blocks", type=int, default=None, help="UNet blocks (scales)")
+    m.add_argument("--width", type=int, default=None, help="channels of the first block / BF-CNN layers")
+    m.add_argument("--layers", type=int, default=None, help="BF-CNN convolution layers")
+
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--preset", default="standard", choices=("quick", "standard", "paper"), help="training preset")
+    budget = o.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, default=None, help="number of (tiled) epochs")
+    budget.add_argument("--steps", type=int, default=None, help="total optimizer steps instead of epochs")
+    o.add_argument("--batch-size", type=int, default=None, help="global batch size")
+    o.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    o.add_argument("--images-per-epoch", type=int, default=None, help="images per tiled epoch")
+    o.add_argument("--lr-halve-every", type=float, default=None, help="halve the lr every this many units (0: never)")
+    o.add_argument("--lr-halve-unit", choices=("epoch", "step", "fraction"), default=None,
+                   help="unit of --lr-halve-every (fraction = of the total steps)")
+    o.add_argument("--noise", choices=("quadratic", "uniform"), default=None,
+                   help="sigma law: sigma_max*u^2 (official code) or sigma_max*u, u ~ U(0,1)")
+    o.add_argument("--sigma-max", type=float, default=None, help="largest noise std (pixel scale)")
+    o.add_argument("--seed", type=int, default=0, help="training seed (init, data order, noise)")
+
+    e = p.add_argument_group("evaluation and checkpoints")
+    e.add_argument("--eval-images", type=int, default=None, help="fixed train and test images evaluated")
+    e.add_argument("--eval-sigmas", type=_float_list, default=None, help="comma-separated sigmas of the PSNR sweep")
+    e.add_argument("--eval-every", type=int, default=None, help="evaluate every this many --eval-unit")
+    e.add_argument("--eval-unit", choices=("epoch", "step"), default=None, help="unit of --eval-every")
+    e.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every this many steps (0: only at evaluations)")
+
+    r = p.add_argument_group("runtime")
+    r.add_argument("--out", required=True, help="run folder (created; resumed if it holds an unfinished run)")
+    r.add_argument("--fresh", action="store_true", help="delete the run files in --out and start over")
+    r.add_argument("--force", action="store_true", help="resume even if the settings or data differ from the saved run")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    r.add_argument("--bf16", action="store_true", help="bf16 autocast for training (CUDA only)")
+    r.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    r.add_argument("--compile", action="store_true", help="torch.compile the training step (CUDA only)")
+    r.add_argument("--noise-on-device", action="store_true", help="draw training noise on the GPU (faster, different stream)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    r.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.set_defaults(func=run)
+
+
+def build_config(args, channels: int | None = None):
+    """The :class:`TrainConfig` the arguments describe (preset, then explicit flags)."""
+    from gahb.models import MODEL_PRESETS, ModelConfig
+    from gahb.training import PRESETS, make_config
+
+    over: dict = {}
+    preset_model = PRESETS[args.preset]["model"]
+    if args.model_preset is not None:
+        if args.model_preset not in MODEL_PRESETS:
+            raise ValueError(f"unknown --model-preset {args.model_preset!r}; choose one of {sorted(MODEL_PRESETS)}")
+        model = MODEL_PRESETS[args.model_preset].to_dict()
+    elif args.arch is not None and args.arch != MODEL_PRESETS[preset_model].arch:
+        model = ModelConfig(arch=args.arch).to_dict()
+    else:
+        model = MODEL_PRESETS[preset_model].to_dict()
+    for flag, key in (("arch", "arch"), ("blocks", "num_blocks"), ("width", "width"), ("layers", "num_layers")):
+        if getattr(args, flag) is not None:
+            model[key] = getattr(args, flag)
+    if channels is not None:
+        model["channels"] = channels
+    over["model"] = ModelConfig.from_dict(model)
+    for flag in ("epochs", "steps", "batch_size", "lr", "images_per_epoch", "lr_halve_every", "lr_halve_unit",
+                 "noise", "sigma_max", "eval_images", "eval_sigmas", "eval_every", "eval_unit", "checkpoint_every"):
+        if getattr(args, flag) is not None:
+            over[flag] = getattr(args, flag)
+    over.update(seed=args.seed, device=args.device, bf16=args.bf16, channels_last=args.channels_last,
+                compile=args.compile, noise_on_device=args.noise_on_device)
+    return make_config(args.preset, **over)
+
+
+def run(args) -> int:
+    import torch
+
+    from gahb.training import make_schedule, train
+    from gahb.training.distributed import launched_by_torchrun
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    main = int(__import__("os").environ.get("RANK", "0")) == 0
+    progress = not args.no_progress and main
+    if args.dry_run:
+        cfg = build_config(args)
+        print(cfg.to_json())
+        return 0
+    from gahb.data import load_split
+
+    split = load_split(dataset=args.dataset, n=args.n, subset=args.subset, seed=args.data_seed,
+                       n_test=args.n_test, size=args.size, cache_dir=args.cache_dir, dedup=not args.no_dedup,
+                       channels=1, progress=progress)
+    cfg = build_config(args, channels=split.train.shape[1])
+    sched = make_schedule(cfg, len(split.train))
+    if progress:
+        ddp = f", {__import__('os').environ.get('WORLD_SIZE')} processes" if launched_by_torchrun() else ""
+        print(f"gahb train: N={len(split.train)} images {tuple(split.train.shape[1:])}, {len(split.test)} held out; "
+              f"{sched.tiles}x tiled epochs of {sched.epoch_len} images, {sched.steps_per_epoch} steps/epoch, "
+              f"{sched.total_steps} steps{ddp} -> {args.out}", file=sys.stderr, flush=True)
+    result = train(cfg, split.train, split.test, args.out, progress=progress, data_info=split.info,
+                   resume="overwrite" if args.fresh else "auto", force=args.force)
+    if main:
+        m = result.metrics or {}
+        summary = {"out": result.out_dir, "step": result.step, "total_steps": result.total_steps,
+                   "finished": result.finished, "already_finished": result.already_finished,
+                   "resumed_from": result.resumed_from,
+                   "test_psnr_at_0.1": (m.get("test_psnr") or {}).get("0.1"),
+                   "train_psnr_at_0.1": (m.get("train_psnr") or {}).get("0.1"),
+                   "train_loss": m.get("train_loss"), "test_loss": m.get("test_loss")}
+        print(json.dumps(summary))
+    return 0
