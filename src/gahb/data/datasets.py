@@ -39,6 +39,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -313,15 +314,43 @@ def prepare_dataset(dataset: str = "fashion-mnist", out_dir: str | os.PathLike |
         return open_prepared(spec.path, verify)
     request = _request(spec, size, readers._check_channels(channels), dedup, threshold)
     out = Path(out_dir).expanduser() if out_dir is not None else cache_root(cache_dir) / dataset_dir_name(request)
-    mpath = out / "manifest.json"
-    if not force and mpath.is_file():
-        try:
-            old = json.loads(mpath.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
-        if old.get("request") == request:
-            return open_prepared(out, verify)
+    if not force and _manifest_matches(out, request):
+        return open_prepared(out, verify)
     out.mkdir(parents=True, exist_ok=True)
+    # Several processes (e.g. DDP ranks, a sweep) may ask for the same dataset at once: the first
+    # one builds it, the others wait on the lock and then reuse its result.
+    with _dir_lock(out):
+        if not force and _manifest_matches(out, request):
+            return open_prepared(out, verify)
+        return _build(spec, request, out, threshold=threshold, dedup=dedup, workers=workers,
+                      progress=progress)
+
+
+def _manifest_matches(out: Path, request: dict) -> bool:
+    try:
+        return json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("request") == request
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@contextmanager
+def _dir_lock(path: Path):
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no inter-process lock
+        yield
+        return
+    with open(path / ".lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _build(spec: DatasetSpec, request: dict, out: Path, *, threshold: float, dedup: bool, workers: int,
+           progress: bool) -> Pool:
+    mpath = out / "manifest.json"
     if mpath.exists():
         mpath.unlink()  # the directory is incomplete until the new manifest lands
 
@@ -427,8 +456,8 @@ class Split:
 
 def load_split(dataset: str = "fashion-mnist", n: int = 1000, subset: str = "s1", seed: int = 0,
                n_test: int | None = None, size: int | None = None, cache_dir: str | None = None,
-               dedup: bool = True, *, channels: int = 1, progress: bool = True,
-               pool: Pool | None = None) -> Split:
+               dedup: bool = True, *, channels: int = 1, threshold: float = DEDUP_THRESHOLD,
+               progress: bool = True, pool: Pool | None = None) -> Split:
     """Training subset S1(n) or S2(n) of a dataset plus its held-out test set.
 
     S1 and S2 are disjoint halves of one seeded permutation of the deduplicated pool, nested in
@@ -439,7 +468,7 @@ def load_split(dataset: str = "fashion-mnist", n: int = 1000, subset: str = "s1"
     subset = check_subset(subset)
     if pool is None:
         pool = load_pool(dataset, size=size, cache_dir=cache_dir, dedup=dedup, channels=channels,
-                         progress=progress)
+                         threshold=threshold, progress=progress)
     split = split_pool(len(pool), seed, n_test)
     train_idx = split.subset(subset, n)
     info = {
