@@ -1,0 +1,187 @@
+"""Kill-and-resume: a run killed at any moment resumes to the same weights as an uninterrupted run.
+
+The killed runs are real processes that receive SIGKILL (no cleanup, no atexit): once from
+themselves right after an optimizer step, once in the middle of writing ``state.pt`` (leaving a
+torn temporary file), once from the test at an arbitrary moment. On the CPU with one thread the
+resumed weights, optimizer state and logged losses are bit-identical to the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from gahb.models import ModelConfig
+from gahb.training import load_state, make_config, read_metrics, train
+from gahb.training.loop import STATE_NAME, _save_state
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    torch.set_num_threads(1)
+    import torch.nn.functional as F
+    from gahb.models import ModelConfig
+    from gahb.training import make_config, train
+
+    def smooth(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        return F.interpolate(torch.rand(n, 1, 4, 4, generator=g), size=16, mode="bilinear", align_corners=False)
+
+    cfg = make_config("quick", model=ModelConfig(arch="unet", num_blocks=2, width=8), steps=30, batch_size=8,
+                      images_per_epoch=84, lr=5e-3, eval_images=8, eval_every=1, eval_unit="epoch",
+                      checkpoint_every=4)
+    res = train(cfg, smooth(40, 0), smooth(8, 1), sys.argv[1], progress=False)
+    print("RESULT", res.step, res.resumed_from, res.finished)
+    """
+)
+
+TIMING = ("images_per_s", "wall_time")
+
+
+def _cfg():
+    return make_config("quick", model=ModelConfig(arch="unet", num_blocks=2, width=8), steps=30, batch_size=8,
+                       images_per_epoch=84, lr=5e-3, eval_images=8, eval_every=1, eval_unit="epoch",
+                       checkpoint_every=4)
+
+
+def _data():
+    import torch.nn.functional as F
+
+    def smooth(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        return F.interpolate(torch.rand(n, 1, 4, 4, generator=g), size=16, mode="bilinear", align_corners=False)
+
+    return smooth(40, 0), smooth(8, 1)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run (in this process, one thread like the subprocesses)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("ref")
+        x, xt = _data()
+        res = train(_cfg(), x, xt, out, progress=False)
+        assert res.finished and res.step == 30
+        return load_state(out), read_metrics(out)
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture
+def script(tmp_path):
+    path = tmp_path / "run_train.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+def _env(**hooks):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    for k in list(env):
+        if k.startswith("GAHB_TRAIN_TEST_"):
+            del env[k]
+    env.update({k: str(v) for k, v in hooks.items()})
+    return env
+
+
+def _run(script, out, **hooks) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), str(out)], env=_env(**hooks), capture_output=True,
+                          text=True, timeout=300)
+
+
+def _assert_same_as_reference(out, reference):
+    ref_state, ref_metrics = reference
+    st = load_state(out)
+    assert st["step"] == 30 and st["finished"]
+    for k, v in ref_state["model"].items():
+        assert torch.equal(st["model"][k], v), f"weights differ at {k}"
+    ref_opt, opt = ref_state["optimizer"]["state"], st["optimizer"]["state"]
+    for i in ref_opt:
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt[i][k], ref_opt[i][k]), f"optimizer {k} differs for param {i}"
+    for k in ("data", "noise"):
+        assert torch.equal(st["rng"][k], ref_state["rng"][k])
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == [m["step"] for m in ref_metrics]
+    for m, r in zip(metrics, ref_metrics):
+        assert {k: v for k, v in m.items() if k not in TIMING} == {k: v for k, v in r.items() if k not in TIMING}
+
+
+def test_in_process_interrupt_and_resume_is_bit_identical(reference, tmp_path):
+    torch.set_num_threads(1)
+    x, xt = _data()
+    part = train(_cfg(), x, xt, tmp_path, progress=False, _stop_at_step=13)  # last checkpoint: step 12
+    assert not part.finished and part.step == 13
+    assert load_state(tmp_path)["step"] == 12
+    res = train(_cfg(), x, xt, tmp_path, progress=False)
+    assert res.resumed_from == 12 and res.finished
+    _assert_same_as_reference(tmp_path, reference)
+
+
+def test_sigkill_after_a_step_and_during_a_checkpoint_write(reference, script, tmp_path):
+    # 1) SIGKILL right after step 17: mid-epoch (10 steps per epoch), one step after the checkpoint at 16.
+    killed = _run(script, tmp_path, GAHB_TRAIN_TEST_KILL_AT_STEP=17)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    st = load_state(tmp_path)
+    assert st["step"] == 16 and not st["finished"] and st["batch_in_epoch"] == 6 and st["perm"] is not None
+    # 2) Resume, and SIGKILL half-way through writing the second state after resuming (step 24;
+    #    checkpoints at 20 (end of epoch 2) and 24), leaving a torn temporary file.
+    killed = _run(script, tmp_path, GAHB_TRAIN_TEST_KILL_IN_SAVE=2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    torn = list(tmp_path.glob(".state.pt.*.tmp"))
+    assert len(torn) == 1 and torn[0].stat().st_size < (tmp_path / STATE_NAME).stat().st_size * 0.75
+    assert load_state(tmp_path)["step"] == 20  # the previous checkpoint is intact and loadable
+    # 3) Resume to the end: same weights, optimizer state, generators and metrics as never killed.
+    done = _run(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "RESULT 30 20 True" in done.stdout
+    assert not list(tmp_path.glob(".*.tmp"))
+    _assert_same_as_reference(tmp_path, reference)
+
+
+def test_sigkill_at_an_arbitrary_moment(reference, script, tmp_path):
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=_env(GAHB_TRAIN_TEST_STEP_SLEEP=0.05),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if (tmp_path / STATE_NAME).exists() and load_state(tmp_path)["step"] >= 8:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"training exited early: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.02)
+        proc.kill()
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    step = load_state(tmp_path)["step"]
+    assert 8 <= step < 30
+    done = _run(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    _assert_same_as_reference(tmp_path, reference)
+
+
+def test_failed_state_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / STATE_NAME
+    _save_state(path, {"step": 1, "w": torch.arange(1000.0)})
+
+    def torn_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(OSError, match="disk full"):
+        _save_state(path, {"step": 2, "w": torch.zeros(1000)})
+    monkeypatch.undo()
+    st = torch.load(path, weights_only=True)
+    assert st["step"] == 1 and torch.equal(st["w"], torch.arange(1000.0))
+    assert [p.name for p in tmp_path.iterdir()] == [STATE_NAME]
