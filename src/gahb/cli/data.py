@@ -55,6 +55,7 @@ def register(subparsers) -> None:
     prep.add_argument("--threshold", type=float, default=0.95,
                       help="|correlation| above which the later image of a pair is removed")
     prep.add_argument("--workers", type=int, default=1, help="decoder threads for image folders")
+    prep.add_argument("--device", default="auto", help="device for the dedup pair pass (auto = GPU if present)")
     prep.add_argument("--force", action="store_true", help="rebuild even if a matching cache exists")
     prep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     prep.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
@@ -111,7 +112,8 @@ def _prepare(args) -> int:
     t0 = time.perf_counter()
     pool = prepare_dataset(args.dataset, args.out, size=args.size, channels=args.channels,
                            dedup=not args.no_dedup, threshold=args.threshold, cache_dir=args.cache_dir,
-                           force=args.force, workers=args.workers, progress=not args.no_progress)
+                           force=args.force, workers=args.workers, progress=not args.no_progress,
+                           device=args.device)
     seconds = time.perf_counter() - t0
     s = _summary(pool, split_pool(len(pool)))
     if args.json:

@@ -302,12 +302,14 @@ def prepare_dataset(dataset: str = "fashion-mnist", out_dir: str | os.PathLike |
                     size: int | None = None, channels: int = 1, dedup: bool = True,
                     threshold: float = DEDUP_THRESHOLD, cache_dir: str | os.PathLike | None = None,
                     force: bool = False, workers: int = 1, progress: bool = True,
-                    verify: str = "auto") -> Pool:
+                    verify: str = "auto", device: str = "auto") -> Pool:
     """Read, preprocess and deduplicate a dataset once, writing it to ``out_dir`` (module docstring).
 
     Reuses ``out_dir`` when its manifest records the same request (source, size, channels, dedup
     settings) unless ``force``. ``out_dir`` defaults to ``cache_root(cache_dir) / <name>``.
-    ``size`` defaults to 80 for CelebA/LSUN and to the native size otherwise.
+    ``size`` defaults to 80 for CelebA/LSUN and to the native size otherwise. ``device`` runs the
+    dedup pair pass there ("auto": a GPU when present; the result does not depend on it beyond
+    float rounding at the threshold).
     """
     spec = parse_dataset_spec(dataset)
     if spec.kind == "prepared":
@@ -323,7 +325,7 @@ def prepare_dataset(dataset: str = "fashion-mnist", out_dir: str | os.PathLike |
         if not force and _manifest_matches(out, request):
             return open_prepared(out, verify)
         return _build(spec, request, out, threshold=threshold, dedup=dedup, workers=workers,
-                      progress=progress)
+                      progress=progress, device=device)
 
 
 def _manifest_matches(out: Path, request: dict) -> bool:
@@ -349,7 +351,7 @@ def _dir_lock(path: Path):
 
 
 def _build(spec: DatasetSpec, request: dict, out: Path, *, threshold: float, dedup: bool, workers: int,
-           progress: bool) -> Pool:
+           progress: bool, device: str) -> Pool:
     mpath = out / "manifest.json"
     if mpath.exists():
         mpath.unlink()  # the directory is incomplete until the new manifest lands
@@ -368,7 +370,10 @@ def _build(spec: DatasetSpec, request: dict, out: Path, *, threshold: float, ded
         t_read = time.perf_counter() - t0
         n_before, image_shape = len(raw), [int(s) for s in raw.data.shape[1:]]
         if dedup:
-            result = deduplicate(raw.data, threshold=threshold, pool_size=DEDUP_POOL, progress=progress)
+            from gahb.utils.device import resolve_device
+
+            result = deduplicate(raw.data, threshold=threshold, pool_size=DEDUP_POOL, progress=progress,
+                                 device=resolve_device(device))
             kept, dedup_info, pairs = result.kept, result.summary(), result.pairs()
         else:
             kept = np.arange(n_before, dtype=np.int64)
@@ -428,8 +433,13 @@ def load_pool(dataset: str = "fashion-mnist", size: int | None = None, cache_dir
     if not prepare:
         where = default_dataset_dir(dataset, size, channels, dedup, threshold, cache_dir)
         if not (where / "manifest.json").is_file():
+            flags = "".join([f" --size {size}" if size is not None else "",
+                             f" --channels {channels}" if channels != 1 else "",
+                             " --no-dedup" if not dedup else "",
+                             f" --threshold {threshold:g}" if dedup and threshold != DEDUP_THRESHOLD else "",
+                             f" --cache-dir {cache_dir}" if cache_dir is not None else ""])
             raise FileNotFoundError(f"{dataset} is not prepared yet (expected {where}); run "
-                                    f"`gahb data prepare {dataset}`")
+                                    f"`gahb data prepare {dataset}{flags}`")
         return open_prepared(where, verify)
     return prepare_dataset(dataset, size=size, channels=channels, dedup=dedup, threshold=threshold,
                            cache_dir=cache_dir, progress=progress, verify=verify)

@@ -110,16 +110,39 @@ def dedup_features(images, pool_size: int = DEDUP_POOL, chunk: int = 2048,
     return feats
 
 
-def nearest_earlier(features: torch.Tensor, chunk: int = 4096,
-                    progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def nearest_earlier(features: torch.Tensor, chunk: int = 4096, progress: bool = True,
+                    device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """For each row j: max_{i<j} |<f_i, f_j>| and its argmax i, over blocks of the lower triangle.
 
     Peak extra memory is two (chunk x chunk) float32 blocks (2 x 64 MB at chunk 4096); the
-    N x N matrix is never formed.
+    N x N matrix is never formed. ``device`` may be a GPU (TF32 is switched off meanwhile: its
+    ~1e-3 error would move pairs across the threshold).
     """
+    from contextlib import nullcontext
+
+    device = torch.device(device)
+    features = features.to(device)
     n = features.shape[0]
-    best = torch.zeros(n, dtype=torch.float32)
-    arg = torch.full((n,), -1, dtype=torch.int64)
+    best = torch.zeros(n, dtype=torch.float32, device=device)
+    arg = torch.full((n,), -1, dtype=torch.int64, device=device)
+    with _no_tf32() if device.type == "cuda" else nullcontext():
+        _pairs_pass(features, best, arg, chunk, progress)
+    arg[0] = -1
+    return best.cpu().numpy(), arg.cpu().numpy()
+
+
+class _no_tf32:
+    def __enter__(self):
+        self.saved = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32 = self.saved
+
+
+def _pairs_pass(features: torch.Tensor, best: torch.Tensor, arg: torch.Tensor, chunk: int,
+                progress: bool) -> None:
+    n = features.shape[0]
     total = n * (n - 1) // 2
     bar = tqdm(total=total, desc="dedup pairs", unit="pair", unit_scale=True, disable=not progress)
     for r0 in range(0, n, chunk):
@@ -136,13 +159,10 @@ def nearest_earlier(features: torch.Tensor, chunk: int = 4096,
             arg[r0:r1] = torch.where(better, idx + c0, arg[r0:r1])
             bar.update((r1 - r0) * (c1 - c0) if c0 != r0 else (r1 - r0) * (r1 - r0 - 1) // 2)
     bar.close()
-    # row 0 and rows whose every predecessor is orthogonal keep arg -1 / 0 when nothing was larger
-    arg[0] = -1
-    return best.numpy(), arg.numpy()
 
 
 def deduplicate(images, threshold: float = DEDUP_THRESHOLD, pool_size: int = DEDUP_POOL,
-                chunk: int = 4096, progress: bool = True) -> DedupResult:
+                chunk: int = 4096, progress: bool = True, device: str | torch.device = "cpu") -> DedupResult:
     """Indices to keep after removing near-duplicates (the paper's rule, see module docstring).
 
     An image is removed iff an earlier image has |corr| > ``threshold`` with it after
@@ -152,7 +172,7 @@ def deduplicate(images, threshold: float = DEDUP_THRESHOLD, pool_size: int = DED
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     feats = dedup_features(images, pool_size, progress=progress)
     n_constant = int((feats.abs().sum(dim=1) == 0).sum())
-    best, arg = nearest_earlier(feats, chunk=chunk, progress=progress)
+    best, arg = nearest_earlier(feats, chunk=chunk, progress=progress, device=device)
     dup = best > threshold
     return DedupResult(kept=np.flatnonzero(~dup).astype(np.int64), removed=np.flatnonzero(dup).astype(np.int64),
                        nearest_earlier=best, partner=arg.astype(np.int64), n_constant=n_constant,
