@@ -186,3 +186,27 @@ def test_cli_prepare_and_info(tmp_path, capsys):
         cli_main(["data", "prepare", "--help"])
     assert exc.value.code == 0
     assert "celeba:DIR" in capsys.readouterr().out
+
+
+def test_concurrent_prepare_builds_once(tmp_path, monkeypatch):
+    import threading
+
+    from gahb.data import datasets
+
+    path, _ = make_npy(tmp_path)
+    calls, real_build = [], datasets._build
+
+    def counting_build(*a, **k):
+        calls.append(1)
+        return real_build(*a, **k)
+
+    monkeypatch.setattr(datasets, "_build", counting_build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(prepare_dataset(f"npy:{path}", progress=False)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and len({p.sha256 for p in results}) == 1
+    assert len(calls) == 1  # the others waited on the lock, then reused the result
