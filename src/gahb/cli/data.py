@@ -52,8 +52,9 @@ def register(subparsers) -> None:
                       help="root holding prepared datasets (default $GAHB_CACHE/datasets or "
                            "~/.cache/gahb/datasets)")
     prep.add_argument("--no-dedup", action="store_true", help="keep near-duplicates")
-    prep.add_argument("--threshold", type=float, default=0.95,
-                      help="|correlation| above which the later image of a pair is removed")
+    prep.add_argument("--threshold", type=float, default=None,
+                      help="|correlation| above which the later image of a pair is removed "
+                           "(default 0.95 as in the paper; 0.999 for fashion-mnist, see docs)")
     prep.add_argument("--workers", type=int, default=1, help="decoder threads for image folders")
     prep.add_argument("--device", default="auto", help="device for the dedup pair pass (auto = GPU if present)")
     prep.add_argument("--force", action="store_true", help="rebuild even if a matching cache exists")
@@ -71,7 +72,8 @@ def register(subparsers) -> None:
     info.add_argument("--size", type=int, default=None, help="size the dataset was prepared at")
     info.add_argument("--channels", type=int, choices=(1, 3), default=1, help="channels it was prepared with")
     info.add_argument("--no-dedup", action="store_true", help="look for the non-deduplicated cache")
-    info.add_argument("--threshold", type=float, default=0.95, help="dedup threshold it was prepared with")
+    info.add_argument("--threshold", type=float, default=None,
+                      help="dedup threshold it was prepared with (default: the dataset's default)")
     info.add_argument("--cache-dir", default=None, help="root holding prepared datasets")
     info.add_argument("--n-test", type=int, default=None,
                       help="held-out test-set size used for max N (default min(1000, pool // 10))")

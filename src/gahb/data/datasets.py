@@ -58,6 +58,11 @@ from gahb.utils.io import _atomic, atomic_write_json
 FORMAT_VERSION = 1
 KINDS = ("fashion-mnist", "folder", "npy", "celeba", "lsun", "prepared")
 DEFAULT_SIZES = {"celeba": 80, "lsun": 80}  # the paper's resolution; other sources keep theirs
+# The paper's 0.95 threshold (after 20x20 pooling) suits faces: it removes ~2% of CelebA. On
+# Fashion-MNIST it removes 44,804 of 70,000 images that are different garments of similar
+# silhouette (measured: 0.95 -> 44,804 removed, 0.99 -> 5,296, 0.999 -> 49), which would leave
+# halves of only 12k images. For Fashion-MNIST the default therefore removes near-copies only.
+DEFAULT_THRESHOLDS = {"fashion-mnist": 0.999}
 MEMMAP_BYTES = 256 * 2**20  # raw arrays larger than this are staged on disk while preparing
 VERIFY_FULL_BYTES = 2**30  # "auto" verification hashes arrays up to this size, else checks shape
 
@@ -114,8 +119,16 @@ def _source_path(spec: DatasetSpec) -> Path:
     return spec.path if spec.path is not None else readers.FASHION_MNIST_DIR
 
 
-def _request(spec: DatasetSpec, size: int | None, channels: int, dedup: bool, threshold: float) -> dict:
+def default_threshold(dataset: str | DatasetSpec) -> float:
+    """The dedup threshold used when none is given: 0.95 (the paper) except per DEFAULT_THRESHOLDS."""
+    spec = dataset if isinstance(dataset, DatasetSpec) else parse_dataset_spec(dataset)
+    return DEFAULT_THRESHOLDS.get(spec.kind, DEDUP_THRESHOLD)
+
+
+def _request(spec: DatasetSpec, size: int | None, channels: int, dedup: bool, threshold: float | None) -> dict:
     """What a prepared directory must have been built from to be reused."""
+    if threshold is None:
+        threshold = default_threshold(spec)
     if size is not None and (isinstance(size, bool) or int(size) != size or size < 1):
         raise ValueError(f"size must be a positive integer, got {size!r}")
     return {"format_version": FORMAT_VERSION, "kind": spec.kind, "path": str(_source_path(spec)),
@@ -142,7 +155,7 @@ def dataset_dir_name(request: dict) -> str:
 
 
 def default_dataset_dir(dataset: str, size: int | None = None, channels: int = 1, dedup: bool = True,
-                        threshold: float = DEDUP_THRESHOLD, cache_dir: str | os.PathLike | None = None) -> Path:
+                        threshold: float | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
     spec = parse_dataset_spec(dataset)
     if spec.kind == "prepared":
         return spec.path
@@ -300,7 +313,7 @@ def _save_npy(path: str, arr: np.ndarray) -> None:
 
 def prepare_dataset(dataset: str = "fashion-mnist", out_dir: str | os.PathLike | None = None, *,
                     size: int | None = None, channels: int = 1, dedup: bool = True,
-                    threshold: float = DEDUP_THRESHOLD, cache_dir: str | os.PathLike | None = None,
+                    threshold: float | None = None, cache_dir: str | os.PathLike | None = None,
                     force: bool = False, workers: int = 1, progress: bool = True,
                     verify: str = "auto", device: str = "auto") -> Pool:
     """Read, preprocess and deduplicate a dataset once, writing it to ``out_dir`` (module docstring).
@@ -324,7 +337,7 @@ def prepare_dataset(dataset: str = "fashion-mnist", out_dir: str | os.PathLike |
     with _dir_lock(out):
         if not force and _manifest_matches(out, request):
             return open_prepared(out, verify)
-        return _build(spec, request, out, threshold=threshold, dedup=dedup, workers=workers,
+        return _build(spec, request, out, threshold=request["threshold"], dedup=dedup, workers=workers,
                       progress=progress, device=device)
 
 
@@ -416,7 +429,7 @@ def _build(spec: DatasetSpec, request: dict, out: Path, *, threshold: float, ded
 
 
 def load_pool(dataset: str = "fashion-mnist", size: int | None = None, cache_dir: str | os.PathLike | None = None,
-              dedup: bool = True, *, channels: int = 1, threshold: float = DEDUP_THRESHOLD,
+              dedup: bool = True, *, channels: int = 1, threshold: float | None = None,
               prepare: bool = True, progress: bool = True, verify: str = "auto") -> Pool:
     """The prepared pool for ``dataset``, preparing (and caching) it on first use.
 
@@ -436,7 +449,7 @@ def load_pool(dataset: str = "fashion-mnist", size: int | None = None, cache_dir
             flags = "".join([f" --size {size}" if size is not None else "",
                              f" --channels {channels}" if channels != 1 else "",
                              " --no-dedup" if not dedup else "",
-                             f" --threshold {threshold:g}" if dedup and threshold != DEDUP_THRESHOLD else "",
+                             f" --threshold {threshold:g}" if dedup and threshold is not None else "",
                              f" --cache-dir {cache_dir}" if cache_dir is not None else ""])
             raise FileNotFoundError(f"{dataset} is not prepared yet (expected {where}); run "
                                     f"`gahb data prepare {dataset}{flags}`")
@@ -466,7 +479,7 @@ class Split:
 
 def load_split(dataset: str = "fashion-mnist", n: int = 1000, subset: str = "s1", seed: int = 0,
                n_test: int | None = None, size: int | None = None, cache_dir: str | None = None,
-               dedup: bool = True, *, channels: int = 1, threshold: float = DEDUP_THRESHOLD,
+               dedup: bool = True, *, channels: int = 1, threshold: float | None = None,
                progress: bool = True, pool: Pool | None = None) -> Split:
     """Training subset S1(n) or S2(n) of a dataset plus its held-out test set.
 
