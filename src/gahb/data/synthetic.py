@@ -99,6 +99,16 @@ def _block_rngs(seed: int, n: int, salt: int = 0) -> Iterator[tuple[int, int, np
         yield start, min(start + BLOCK, n), rng
 
 
+def _uniform(rng: np.random.Generator, n: int, shape: tuple[int, ...] = (),
+             dtype: type = np.float64) -> np.ndarray:
+    """U[0, 1) draws for the first n images of a block.
+
+    Always draws a whole block (and drops the tail) so that every draw of a block starts at the
+    same point of the stream whatever n is: this is what makes datasets prefixes of each other.
+    """
+    return rng.random((BLOCK, *shape), dtype=dtype)[:n]
+
+
 def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
@@ -172,7 +182,7 @@ def _filtered_noise_1d(rng: np.random.Generator, n: int, width: int, alpha: floa
     import scipy.fft as sfft  # pocketfft via scipy is ~2x faster than torch.fft here
 
     half = _noise_half_width(variant)
-    c = rng.random((n, width), dtype=np.float32).astype(_np_dtype(dtype), copy=False)
+    c = _uniform(rng, n, (width,), np.float32).astype(_np_dtype(dtype), copy=False)
     c = c * (2 * half) - half
     filt = _contour_filter(width, alpha).numpy().astype(_np_dtype(dtype))
     # The filter is even in k, so "real part of the inverse FFT" of the code is exactly irfft.
@@ -186,7 +196,7 @@ def _filtered_noise_2d(rng: np.random.Generator, n: int, h: int, w: int, beta: f
     import scipy.fft as sfft
 
     half = _noise_half_width(variant)
-    b = rng.random((n, 2, h, w), dtype=np.float32).astype(_np_dtype(dtype), copy=False)
+    b = _uniform(rng, n, (2, h, w), np.float32).astype(_np_dtype(dtype), copy=False)
     spec = sfft.rfft2(b, workers=_fft_workers())
     # U[-half, half] = 2 half U[0, 1) - half: scale every coefficient, shift only the DC one
     # (one pass over the spectrum instead of two over the noise).
@@ -326,9 +336,9 @@ def _calpha_block(rng: np.random.Generator, n: int, h: int, w: int, alpha: float
     # Draw order is part of the seeding contract: contour, backgrounds, then contrast variables.
     contour = _filtered_noise_1d(rng, n, w, alpha, variant, dtype)
     bgs = _filtered_noise_2d(rng, n, h, w, beta, variant, dtype)
-    a = torch.from_numpy(rng.random(n)).to(dtype)
-    b = torch.from_numpy(rng.random(n)).to(dtype)
-    swap = torch.from_numpy(rng.random(n) < 0.5)
+    a = torch.from_numpy(_uniform(rng, n)).to(dtype)
+    b = torch.from_numpy(_uniform(rng, n)).to(dtype)
+    swap = torch.from_numpy(_uniform(rng, n) < 0.5)
 
     rows = calpha_contour_rows(contour, h, variant)
     mask = _hard_mask(rows, h, dtype) if (parts or not antialias) else None
@@ -451,9 +461,8 @@ def _pixel_grid(h: int, w: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch
     return x, y
 
 
-def _render_disks(p: torch.Tensor, h: int, w: int, derivs: bool = False):
-    x, y = _pixel_grid(h, w, p.dtype)
-    cx, cy, r, fg, bg = (p[:, i, None, None] for i in range(5))
+def _disk_pixels(cx, cy, r, fg, bg, x, y, derivs: bool = False):
+    """Disk image values at points (x, y); every argument broadcasts elementwise."""
     dx, dy = x - cx, y - cy
     # The 1e-12 keeps d rho / d c finite at rho = 0 (autograd would give 0 * inf = nan there).
     rho = torch.sqrt(dx * dx + dy * dy + 1e-12)
@@ -463,9 +472,25 @@ def _render_disks(p: torch.Tensor, h: int, w: int, derivs: bool = False):
         return img
     contrast = (fg - bg) * dphi
     # d phi(r - rho) / d cx = phi' * dx / rho, since d rho / d cx = -dx / rho.
-    d = torch.stack([contrast * dx / rho, contrast * dy / rho, contrast,
-                     phi.expand_as(img), (1 - phi).expand_as(img)], dim=-1)
+    d = torch.stack(torch.broadcast_tensors(contrast * dx / rho, contrast * dy / rho, contrast,
+                                            phi, 1 - phi), dim=-1)
     return img, d
+
+
+def _render_disks(p: torch.Tensor, h: int, w: int, derivs: bool = False):
+    x, y = _pixel_grid(h, w, p.dtype)
+    return _disk_pixels(*(p[:, i, None, None] for i in range(5)), x, y, derivs=derivs)
+
+
+def _autograd_disk_jacobian(p: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(H W, 5) Jacobian by one reverse-mode pass: each pixel gets its own leaf copy of the
+    parameters, so the gradient of the pixel sum w.r.t. copy k is the k-th Jacobian row."""
+    x, y = _pixel_grid(h, w, p.dtype)
+    copies = p.reshape(1, 5).repeat(h * w, 1).requires_grad_(True)
+    xs, ys = x.expand(h, w).reshape(-1), y.expand(h, w).reshape(-1)
+    vals = _disk_pixels(*copies.unbind(1), xs, ys)
+    (jac,) = torch.autograd.grad(vals.sum(), copies)
+    return jac
 
 
 def sample_disk_params(n: int, size: Size = 80, seed: int = 0, min_radius: float = 3.0) -> torch.Tensor:
@@ -484,7 +509,7 @@ def sample_disk_params(n: int, size: Size = 80, seed: int = 0, min_radius: float
                          f"{min_radius} for a {h}x{w} image")
     out = torch.empty(n, 5, dtype=torch.float64)
     for lo, hi, rng in _block_rngs(seed, n, salt=1):
-        u = torch.from_numpy(rng.random((hi - lo, 5)))
+        u = torch.from_numpy(_uniform(rng, hi - lo, (5,)))
         r = min_radius + (r_max - min_radius) * u[:, 2]
         out[lo:hi, 0] = r + (w - 2 * r) * u[:, 0]
         out[lo:hi, 1] = r + (h - 2 * r) * u[:, 1]
@@ -528,7 +553,7 @@ def disk_tangent_space(params, size: Size = 80, method: str = "analytic", step: 
         params: (5,) = (cx, cy, r, fg, bg).
         size: image size.
         method: ``"analytic"`` (closed-form derivatives of :func:`disk_images`), ``"autograd"``
-            (torch.func.jacfwd through the renderer) or ``"fd"`` (central finite differences with
+            (reverse-mode autodiff through the renderer, one pass) or ``"fd"`` (central finite differences with
             ``step``, in the parameters' own units: pixels and intensity).
         rank_tol: a derivative column whose QR residual is below ``rank_tol`` times its norm is
             (numerically) dependent on the previous ones; that happens when fg == bg, where the
@@ -547,7 +572,7 @@ def disk_tangent_space(params, size: Size = 80, method: str = "analytic", step: 
         _, d = _render_disks(p, h, w, derivs=True)
         jac = d[0].reshape(h * w, 5)
     elif method == "autograd":
-        jac = torch.func.jacfwd(lambda q: _render_disks(q[None], h, w)[0].reshape(-1))(p[0])
+        jac = _autograd_disk_jacobian(p[0], h, w)
     elif method == "fd":
         cols = []
         for k in range(5):
@@ -581,7 +606,7 @@ def sample_sinusoid_params(n: int, seed: int = 0, max_amplitude: float = 0.5) ->
                          f"{max_amplitude}")
     out = torch.empty(n, 2, dtype=torch.float64)
     for lo, hi, rng in _block_rngs(seed, n, salt=2):
-        u = torch.from_numpy(rng.random((hi - lo, 2)))
+        u = torch.from_numpy(_uniform(rng, hi - lo, (2,)))
         out[lo:hi, 0] = max_amplitude * u[:, 0]
         out[lo:hi, 1] = 2 * math.pi * u[:, 1]
     return out
@@ -643,7 +668,7 @@ def rescaled_image_dataset(image, n: int, seed: int = 0, scale_range: tuple[floa
     x = _as_image(image)
     s = torch.empty(n, dtype=torch.float64)
     for a, b, rng in _block_rngs(seed, n, salt=3):
-        s[a:b] = hi - (hi - lo) * torch.from_numpy(rng.random(b - a))
+        s[a:b] = hi - (hi - lo) * torch.from_numpy(_uniform(rng, b - a))
     out = (s.to(torch.float32)[:, None, None, None] * x[None]).contiguous()
     return (out, s) if return_scales else out
 
