@@ -12,7 +12,7 @@ which applies J and J^T to batches of vectors without forming J:
   the convolutions and each ReLU replaced by multiplication with its recorded 0/1 gate. J V is a
   plain batched forward pass of that linear network under ``no_grad`` (cheaper than forward-mode
   AD); J^T U is one backward pass through a cached graph of it. Exact, not an approximation: the
-  frozen network *is* J(y) (checked numerically against forward-mode AD when it is built).
+  frozen network *is* J(y) (checked numerically against reverse-mode AD when it is built).
 * backend ``"autograd"`` (any other differentiable per-sample denoiser, e.g. the closed-form
   :class:`~gahb.analysis.empirical.EmpiricalDenoiser` or a linear filter): batched forward-mode
   AD (``torch.func.jvp`` on a batch of copies of y) for J V, and a cached reverse graph on a batch
@@ -148,7 +148,8 @@ class JacobianOperator:
             per-sample), or ``"auto"`` (the former when the network qualifies).
         chunk: vectors per batched pass; bounds memory (activations of ``chunk`` images).
         channels_last: channels_last layout for the linearized network's convolutions.
-        check: verify the linearized network against forward-mode AD on one random tangent.
+        check: verify the linearized network against reverse-mode AD of the real one (one random
+            cotangent) and J y against f(y).
 
     Attributes:
         shape: (C, H, W); d: number of pixels times channels; fy: f(y) as a flat float64 tensor;
@@ -189,19 +190,22 @@ class JacobianOperator:
 
     # ----------------------------------------------------------------------------------------
     def _check_linearization(self) -> None:
+        """Compare J^T u of the frozen network with reverse-mode AD of the real one, and J y with f(y)."""
         g = torch.Generator(device="cpu").manual_seed(0)
-        v = torch.randn(self.y.shape, generator=g, dtype=self.dtype).to(self.device)
+        u = torch.randn(self.y.shape, generator=g, dtype=self.dtype).to(self.device)
+        x = self.y.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (ref,) = torch.autograd.grad(self.denoiser(x), x, u)
+        got = self._vjp_batch(u)
+        self._graph = None
         with torch.no_grad():
-            lin_v = self._lin(v)
             lin_y = self._lin(self.y)
-        _, ref = torch.func.jvp(self.denoiser, (self.y,), (v,))
-        ref = ref.detach()
-        err = (lin_v - ref).norm() / ref.norm().clamp_min(1e-30)
+        err = (got - ref).norm() / ref.norm().clamp_min(1e-30)
         err_y = (lin_y.reshape(-1).double() - self.fy).norm() / self.fy.norm().clamp_min(1e-30)
         tol = 1e-4 if self.dtype in (torch.float32, torch.float64) else 1e-2
         if not (err < tol and err_y < tol):
             raise RuntimeError(
-                f"frozen-activation network disagrees with autograd (JVP rel. error {err:.2e}, "
+                f"frozen-activation network disagrees with autograd (VJP rel. error {err:.2e}, "
                 f"J y vs f(y) {err_y:.2e}); use backend='autograd'"
             )
 

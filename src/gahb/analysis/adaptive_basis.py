@@ -1,0 +1,214 @@
+"""One-call Jacobian analysis of a denoiser on one clean image over several noise levels (paper section 3).
+
+For each sigma: y = x + sigma z (one fixed z for all sigma, so curves over sigma are smooth), then
+the adaptive basis of J(y) (dense eigendecomposition, or top-k by Lanczos), its shrinkage factors,
+the coefficients <x, e_k> and <y, e_k>, the asymmetry of J, the exact identities of eq. 6, the
+effective dimensionality tr J (eq. 7), SURE against the true MSE, and the fixed-basis oracle error
+in the adaptive basis (eqs. 11-12). This is what ``gahb jacobian`` runs and writes to JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from gahb.analysis import spectral
+from gahb.analysis.jacobian import JacobianOperator, jacobian, topk_eigs, trace_exact, trace_hutchinson
+
+METHODS = ("dense", "topk")
+
+
+@dataclass
+class JacobianAnalysisConfig:
+    """Settings of :func:`analyze_image` (dumped beside every result).
+
+    ``method="dense"`` forms J (d JVPs) and eigendecomposes S = (J + J^T)/2 in float64: every
+    eigenvalue, exact trace, exact identities. ``method="topk"`` never forms J: the top ``k``
+    eigenpairs by Lanczos to residual ``tol * lambda_1``, the trace by Hutchinson with ``probes``
+    Rademacher probes (plain and deflated by the top-k), and exactly from the diagonal only if
+    ``exact_trace`` (d more JVPs). ``svd`` adds the SVD of J (dense only).
+    """
+
+    sigmas: list = field(default_factory=lambda: [0.05, 0.1, 0.2])
+    method: str = "dense"
+    k: int = 32
+    tol: float = 1e-5
+    block: int = 1
+    probes: int = 64
+    exact_trace: bool | None = None
+    svd: bool = False
+    chunk: int = 16
+    backend: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        self.sigmas = [float(s) for s in self.sigmas]
+        if not self.sigmas or any(not (s > 0 and math.isfinite(s)) for s in self.sigmas):
+            raise ValueError(f"sigmas must be positive finite numbers, got {self.sigmas}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.probes < 2:
+            raise ValueError(f"probes must be >= 2, got {self.probes}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SigmaAnalysis:
+    """Everything measured at one noise level. ``numbers`` is JSON-able; arrays are float64."""
+
+    sigma: float
+    x: np.ndarray
+    y: np.ndarray
+    fy: np.ndarray
+    basis: spectral.AdaptiveBasis
+    coef_x: np.ndarray
+    coef_y: np.ndarray
+    numbers: dict
+
+
+@dataclass
+class ImageAnalysis:
+    config: JacobianAnalysisConfig
+    shape: tuple
+    results: list
+
+    def summary(self) -> dict:
+        return {"config": self.config.to_dict(), "image_shape": list(self.shape),
+                "results": [r.numbers for r in self.results]}
+
+    def effective_dimension(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sigmas, tr J, standard error) over the analysed noise levels."""
+        s = np.array([r.sigma for r in self.results])
+        t = np.array([r.numbers["trace"]["effective_dimension"] for r in self.results])
+        e = np.array([r.numbers["trace"]["effective_dimension_stderr"] for r in self.results])
+        return s, t, e
+
+
+def _asymmetry_estimate(op: JacobianOperator, probes: int, seed: int) -> float:
+    """sqrt(sum ||(J - J^T) v||^2 / sum ||J v||^2) over Rademacher probes: ||J - J^T||_F / ||J||_F
+    in expectation of the numerator and denominator separately (E||M v||^2 = ||M||_F^2)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    V = torch.randint(0, 2, (probes, op.d), generator=g).double() * 2 - 1
+    JV, JtV = op.jvp(V), op.vjp(V)
+    return float(((JV - JtV) ** 2).sum().sqrt() / (JV**2).sum().sqrt().clamp_min(1e-300))
+
+
+def analyze_sigma(denoiser: nn.Module, x: torch.Tensor, sigma: float, cfg: JacobianAnalysisConfig,
+                  noise: torch.Tensor | None = None, progress: bool = False) -> SigmaAnalysis:
+    """Analyse J at y = x + sigma * noise (noise ~ N(0, I) drawn from ``cfg.seed`` when not given)."""
+    x = x.detach().reshape(1, *x.shape[-3:]).double()
+    if noise is None:
+        g = torch.Generator().manual_seed(cfg.seed)
+        noise = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    y = x + sigma * noise.reshape(x.shape).double()
+    t0 = time.perf_counter()
+    op = JacobianOperator(denoiser, y, backend=cfg.backend, chunk=cfg.chunk)
+    d, shape = op.d, op.shape
+    xf, yf, fy = x.reshape(-1).numpy(), y.reshape(-1).numpy(), op.fy.numpy()
+    mse = float(np.mean((fy - xf) ** 2))
+    num: dict = {"sigma": sigma, "method": cfg.method, "backend": op.backend, "d": d,
+                 "input_psnr": spectral.psnr_from_mse(sigma**2),
+                 "output_psnr": spectral.psnr_from_mse(mse), "mse_true": mse}
+    # Exact for any J: f(y) - J y, and the antisymmetric part A y = (J y - J^T y) / 2 at y.
+    Jy, Jty = op.jvp(y.reshape(1, -1))[0].numpy(), op.vjp(y.reshape(1, -1))[0].numpy()
+    nf = max(np.linalg.norm(fy), 1e-300)
+    identities = {"linear": float(np.linalg.norm(Jy - fy) / nf),
+                  "antisymmetric_part": float(np.linalg.norm(0.5 * (Jy - Jty)) / nf)}
+    trace: dict = {}
+    if cfg.method == "dense":
+        J = jacobian(op, progress=progress)
+        basis = spectral.eigen_basis(J, shape)
+        svd = spectral.svd_basis(J, shape) if cfg.svd else None
+        num["asymmetry"] = basis.info["asymmetry"]
+        num["asymmetry_method"] = "exact"
+        identities.update(spectral.identity_residuals(J, yf, fy, basis, svd))
+        if svd is not None:
+            num["singular_values"] = svd.eigenvalues
+        trace["exact"] = float(torch.trace(J))
+        del J
+    else:
+        top = topk_eigs(op, cfg.k, tol=cfg.tol, block=cfg.block, seed=cfg.seed, progress=progress)
+        basis = spectral.basis_from_topk(top, shape)
+        num["asymmetry"] = _asymmetry_estimate(op, cfg.probes, cfg.seed)
+        num["asymmetry_method"] = f"estimated from {cfg.probes} Rademacher probes"
+        num["lanczos"] = {"matvecs": top.matvecs, "converged": top.converged, "tol": top.tol,
+                          "max_residual": float(top.residuals.max()), "seconds": top.seconds, **top.info}
+        identities[f"shrinkage_top{basis.k}"] = float(spectral.truncated_shrinkage_error(basis, yf, fy, [basis.k])[0])
+        if cfg.exact_trace:
+            trace["exact"] = trace_exact(op, progress=progress).value
+        hd = trace_hutchinson(op, cfg.probes, seed=cfg.seed, deflate=basis.eigenvectors,
+                              deflate_values=basis.eigenvalues)
+        trace["hutchinson_deflated"] = hd.to_dict()
+    h = trace_hutchinson(op, cfg.probes, seed=cfg.seed)
+    trace["hutchinson"] = h.to_dict()
+    if "exact" in trace:
+        trace["effective_dimension"], trace["effective_dimension_stderr"] = trace["exact"], 0.0
+    else:
+        best = min((trace["hutchinson"], trace["hutchinson_deflated"]), key=lambda t: t["stderr"])
+        trace["effective_dimension"], trace["effective_dimension_stderr"] = best["value"], best["stderr"]
+    num["trace"] = trace
+    num["identities"] = identities
+    sure = spectral.sure_mse(yf, fy, trace["effective_dimension"], sigma)
+    num["sure"] = {"mse_sure": sure, "mse_true": mse, "difference": sure - mse,
+                   "psnr_sure": spectral.psnr_from_mse(sure) if sure > 0 else None,
+                   "trace_stderr_contribution": 2 * sigma**2 * trace["effective_dimension_stderr"] / d}
+    coef_x, coef_y = basis.coefficients(xf), basis.coefficients(yf)
+    num["eigenvalues"] = basis.eigenvalues
+    num["oracle"] = spectral.oracle_error(basis, xf, sigma,
+                                          shrinkage=basis.eigenvalues if basis.complete else None)
+    num["seconds"] = time.perf_counter() - t0
+    op.release()
+    return SigmaAnalysis(sigma, xf, yf, fy, basis, coef_x, coef_y, num)
+
+
+def analyze_image(denoiser: nn.Module, x: torch.Tensor, cfg: JacobianAnalysisConfig | None = None,
+                  progress: bool = False) -> ImageAnalysis:
+    """:func:`analyze_sigma` for every ``cfg.sigmas`` with one shared noise draw (seeded by ``cfg.seed``)."""
+    from tqdm.auto import tqdm
+
+    cfg = cfg or JacobianAnalysisConfig()
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 3:
+        raise ValueError(f"x must be one clean image (C, H, W); got shape {tuple(x.shape)}")
+    g = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.randn((1, *x.shape), generator=g, dtype=torch.float64)
+    results = [analyze_sigma(denoiser, x, s, cfg, noise, progress)
+               for s in tqdm(cfg.sigmas, desc="sigma", disable=not progress, leave=False)]
+    return ImageAnalysis(cfg, tuple(x.shape), results)
+
+
+def save_arrays(analysis: ImageAnalysis, path, max_vectors: int | None = None) -> None:
+    """Eigenvalues, coefficients and (the first ``max_vectors``) eigenvectors per sigma, as one npz."""
+    from gahb.utils.io import _atomic
+
+    arrays = {}
+    for r in analysis.results:
+        tag = f"sigma{r.sigma:g}"
+        n = r.basis.k if max_vectors is None else min(max_vectors, r.basis.k)
+        arrays[f"{tag}/eigenvalues"] = r.basis.eigenvalues
+        arrays[f"{tag}/eigenvectors"] = r.basis.eigenvectors[:, :n].T.reshape(n, *r.basis.shape).astype(np.float32)
+        arrays[f"{tag}/coef_x"] = r.coef_x
+        arrays[f"{tag}/coef_y"] = r.coef_y
+        arrays[f"{tag}/noisy"] = r.y.reshape(r.basis.shape)
+        arrays[f"{tag}/denoised"] = r.fy.reshape(r.basis.shape)
+    arrays["clean"] = analysis.results[0].x.reshape(analysis.results[0].basis.shape)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    _atomic(path, write)
