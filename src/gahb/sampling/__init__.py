@@ -12,6 +12,7 @@
 
 from .config import PRESETS, STEP_RULES, SamplerConfig, get_config
 from .gaussian import LowRankGaussianDenoiser
+from .grid import make_grid
 from .operators import (
     TASKS,
     CompressiveSensing,
@@ -37,5 +38,5 @@ __all__ = [
     "CONVERGED", "DIVERGED", "MAX_STEPS", "PRESETS", "STEP_RULES", "TASKS",
     "CompressiveSensing", "Inpainting", "LowRankGaussianDenoiser", "MeasurementOperator", "NoiseStreams",
     "PixelSubset", "RandomPixels", "SampleResult", "SamplerConfig", "SamplingError", "SuperResolution",
-    "TrajectoryRecorder", "get_config", "make_operator", "sample",
+    "TrajectoryRecorder", "get_config", "make_grid", "make_operator", "sample",
 ]
