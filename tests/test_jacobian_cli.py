@@ -116,3 +116,17 @@ def test_topk_and_dense_analyses_agree():
     assert rt.numbers["mse_true"] == pytest.approx(rd.numbers["mse_true"])
     # The estimated asymmetry tracks the exact one (64-probe estimate; loose but not vacuous).
     assert rt.numbers["asymmetry"] == pytest.approx(rd.numbers["asymmetry"], rel=0.25)
+
+
+def test_effective_dimension_curve_matches_dense_trace():
+    from gahb.analysis.adaptive_basis import effective_dimension_curve
+
+    model = make_tiny("unet", seed=4)
+    x = _image(8)
+    exact = effective_dimension_curve(model, x, [0.05, 0.3], exact=True)
+    hutch = effective_dimension_curve(model, x, [0.05, 0.3], probes=32)
+    dense = analyze_image(model, x, JacobianAnalysisConfig(sigmas=[0.05, 0.3], probes=4))
+    for e, h, r in zip(exact, hutch, dense.results):
+        assert e["trace"] == pytest.approx(r.numbers["trace"]["exact"], rel=1e-5)
+        assert e["mse_sure"] == pytest.approx(r.numbers["sure"]["mse_sure"], rel=1e-5)
+        assert abs(h["trace"] - e["trace"]) < 4 * h["trace_stderr"]

@@ -53,10 +53,12 @@ def test_topk_on_a_known_matrix_exactly():
     Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
     lam = np.sort(np.r_[1.25 - 0.02 * np.arange(30), rng.uniform(-0.1, 0.5, d - 30)])[::-1]
     M = (Q * lam) @ Q.T
-    res = topk_eigs(M, k, tol=1e-10)
-    assert res.converged
-    assert np.allclose(res.eigenvalues, lam[:k], atol=1e-12)
-    assert np.allclose(np.abs(np.sum(res.eigenvectors * Q[:, :k], axis=0)), 1.0, atol=1e-8)
+    for max_basis, block in [(None, 1), (20, 1), (40, 4)]:  # the small bases force thick restarts
+        res = topk_eigs(M, k, tol=1e-10, max_basis=max_basis, block=block)
+        assert res.converged
+        assert (res.info["restarts"] > 0) == (max_basis is not None)
+        assert np.allclose(res.eigenvalues, lam[:k], atol=1e-12)
+        assert np.allclose(np.abs(np.sum(res.eigenvectors * Q[:, :k], axis=0)), 1.0, atol=1e-8)
 
 
 def test_trace_exact_equals_dense_trace(net_op):
