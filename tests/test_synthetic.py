@@ -113,6 +113,23 @@ def test_calpha_mask_zero_above_one_below(alpha, variant):
     torch.testing.assert_close(p.images[:, 0], comp.clamp(0, 1).float(), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_raw_contours_and_backgrounds_are_those_of_the_images(variant):
+    """calpha_contours / calpha_backgrounds (used by the spectral tests) draw the same streams."""
+    p = S.calpha_images(S.BLOCK + 3, 20, alpha=1.5, beta=2.5, seed=8, variant=variant,
+                        return_parts=True, dtype=torch.float64)
+    c = S.calpha_contours(S.BLOCK + 3, 20, alpha=1.5, seed=8, variant=variant)
+    torch.testing.assert_close(p.contour, c, atol=1e-12, rtol=0)
+    raw = S.calpha_backgrounds(S.BLOCK + 3, 20, beta=2.5, seed=8, variant=variant)
+
+    def unit(x):
+        mn, mx = x.amin(dim=(-2, -1), keepdim=True), x.amax(dim=(-2, -1), keepdim=True)
+        return (x - mn) / (mx - mn)
+
+    torch.testing.assert_close(unit(p.background1), unit(raw[:, 0]), atol=1e-9, rtol=0)
+    torch.testing.assert_close(unit(p.background2), unit(raw[:, 1]), atol=1e-9, rtol=0)
+
+
 def test_smooth_mask_matches_released_box_filter():
     """The "blurredx2" step: conv with a 2x2 box, reflect padding 1, last row/column cropped."""
     g = torch.Generator().manual_seed(0)
@@ -447,3 +464,16 @@ def test_synthetic_config_json_round_trip():
         S.synthetic_dataset("disks", 2, 16, seed=0, alpha=2)
     with pytest.raises(TypeError, match="JSON"):
         S.SyntheticConfig(name="rescaled", params={"base": torch.zeros(16, 16)}).to_dict()
+
+
+def test_thread_setting_is_restored_and_irrelevant_to_results():
+    before = torch.get_num_threads()
+    a = S.synthetic_dataset("calpha", 6, 24, seed=1)  # threads=1 by default
+    assert torch.get_num_threads() == before
+    b = S.calpha_images(6, 24, seed=1, threads=None)
+    c = S.disk_images(S.sample_disk_params(6, 24, seed=1), 24, threads=2)
+    assert torch.get_num_threads() == before
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert torch.equal(c, S.synthetic_dataset("disks", 6, 24, seed=1, threads=None))
+    with pytest.raises(ValueError, match="threads"):
+        S.calpha_images(2, 16, threads=0)
