@@ -62,6 +62,13 @@ def test_train_cli_then_denoise_cli(pool, tmp_path, capsys):
     assert main(_train_argv(pool, run, "--seed", "3", "--fresh")) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["resumed_from"] is None
 
+    # A folder with weights but no training state is not overwritten silently.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.safetensors").write_bytes(b"x")
+    assert main(_train_argv(pool, other)) == 1
+    assert "no training state" in capsys.readouterr().err
+
     # Denoise one image.
     from gahb.data import load_image, save_image
 

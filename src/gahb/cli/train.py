@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EPILOG = """\
@@ -22,7 +23,8 @@ line per evaluation: losses and train/test PSNR at fixed sigmas on fixed images)
 same command resumes an interrupted run from its last checkpoint (bit-identical on CPU) and does
 nothing for a finished one; --fresh starts over.
 
-data-parallel: torchrun --standalone --nproc_per_node 2 -m gahb train ...   (gloo on CPU, NCCL on GPU)
+data-parallel (gloo on CPU, NCCL on GPU; write --n-train instead of --n, which torchrun's parser rejects):
+  torchrun --standalone --nproc_per_node 2 -m gahb train --n-train 1000 ...
 
 examples:
   gahb train --dataset fashion-mnist --n 1000 --subset s1 --preset quick --out runs/fm_n1000_s1
@@ -55,7 +57,8 @@ def register(subparsers) -> None:
         epilog=EPILOG, formatter_class=Fmt)
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="fashion-mnist", help="dataset spec (see `gahb data --help`)")
-    d.add_argument("--n", type=int, default=1000, help="training-set size N")
+    d.add_argument("--n", "--n-train", dest="n", type=int, default=1000,
+                   help="training-set size N (spell it --n-train under torchrun, whose parser finds --n ambiguous)")
     d.add_argument("--subset", default="s1", choices=("s1", "s2"), help="which disjoint half")
     d.add_argument("--data-seed", type=int, default=0, help="seed of the pool permutation defining S1/S2/test")
     d.add_argument("--n-test", type=int, default=None, help="held-out test-set size (default: the data module's)")
@@ -143,31 +146,51 @@ def build_config(args, channels: int | None = None):
 def run(args) -> int:
     import torch
 
-    from gahb.training import make_schedule, train
-    from gahb.training.distributed import launched_by_torchrun
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    main = int(__import__("os").environ.get("RANK", "0")) == 0
+    main = int(os.environ.get("RANK", "0")) == 0
     progress = not args.no_progress and main
     if args.dry_run:
         cfg = build_config(args)
         print(cfg.to_json())
         return 0
     from gahb.data import load_split
+    from gahb.training.distributed import init_distributed
 
-    split = load_split(dataset=args.dataset, n=args.n, subset=args.subset, seed=args.data_seed,
-                       n_test=args.n_test, size=args.size, cache_dir=args.cache_dir, dedup=not args.no_dedup,
-                       channels=1, progress=progress)
+    # Under torchrun, rank 0 reads (and if needed prepares and caches) the dataset first, so that
+    # the other ranks find the cache instead of all building it at once.
+    ctx = init_distributed(args.device)
+    try:
+        if not ctx.is_main:
+            ctx.barrier()
+        split = load_split(dataset=args.dataset, n=args.n, subset=args.subset, seed=args.data_seed,
+                           n_test=args.n_test, size=args.size, cache_dir=args.cache_dir, dedup=not args.no_dedup,
+                           channels=1, progress=progress)
+        if ctx.is_main:
+            ctx.barrier()
+        return _train(args, split, progress, main)
+    finally:
+        ctx.close()
+
+
+def _train(args, split, progress: bool, main: bool) -> int:
+    from gahb.training import make_schedule, train
+    from gahb.training.distributed import launched_by_torchrun
+
     cfg = build_config(args, channels=split.train.shape[1])
     sched = make_schedule(cfg, len(split.train))
     if progress:
-        ddp = f", {__import__('os').environ.get('WORLD_SIZE')} processes" if launched_by_torchrun() else ""
+        ddp = f", {os.environ.get('WORLD_SIZE')} processes" if launched_by_torchrun() else ""
         print(f"gahb train: N={len(split.train)} images {tuple(split.train.shape[1:])}, {len(split.test)} held out; "
               f"{sched.tiles}x tiled epochs of {sched.epoch_len} images, {sched.steps_per_epoch} steps/epoch, "
               f"{sched.total_steps} steps{ddp} -> {args.out}", file=sys.stderr, flush=True)
-    result = train(cfg, split.train, split.test, args.out, progress=progress, data_info=split.info,
-                   resume="overwrite" if args.fresh else "auto", force=args.force)
+    from gahb.cli import GahbError
+
+    try:
+        result = train(cfg, split.train, split.test, args.out, progress=progress, data_info=split.info,
+                       resume="overwrite" if args.fresh else "auto", force=args.force)
+    except FileExistsError as exc:
+        raise GahbError(str(exc)) from exc
     if main:
         m = result.metrics or {}
         summary = {"out": result.out_dir, "step": result.step, "total_steps": result.total_steps,

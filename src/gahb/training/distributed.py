@@ -2,8 +2,11 @@
 
 Launch the ordinary command under torchrun; nothing else changes::
 
-    torchrun --standalone --nproc_per_node 2 -m gahb train --dataset fashion-mnist --n 1000 ...
+    torchrun --standalone --nproc_per_node 2 -m gahb train --dataset fashion-mnist --n-train 1000 ...
     # equivalently: python -m torch.distributed.run --standalone --nproc_per_node 2 -m gahb train ...
+
+(``--n-train`` is the same flag as ``--n``; torchrun's own argument parser rejects ``--n`` as an
+ambiguous abbreviation of its options.)
 
 Every rank draws the *whole* global batch (indices, noise levels, noise) from identical
 generators and keeps only its slice, so the data each image sees do not depend on the number of

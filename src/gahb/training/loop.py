@@ -271,7 +271,7 @@ class _Trainer:
 
     # ---- run folder preparation (rank 0 decides, everyone follows) -------------------------
     def _prepare_dir(self) -> tuple[str, str]:
-        """Returns ("fresh" | "resume" | "error", message)."""
+        """Returns ("fresh" | "resume", "") or ("exists" | "missing", message) for an error."""
         out = self.out
         state = out / STATE_NAME
         release = [out / WEIGHTS_NAME, out / CONFIG_NAME]
@@ -285,12 +285,12 @@ class _Trainer:
             p.unlink()
         if state.exists():
             if mode == "never":
-                return "error", f"{out} already holds a training run ({STATE_NAME}); resume it or start fresh (--fresh)"
+                return "exists", f"{out} already holds a training run ({STATE_NAME}); resume it or start fresh (--fresh)"
             return "resume", ""
         if mode == "require":
-            return "error", f"nothing to resume: {out} holds no {STATE_NAME}"
+            return "missing", f"nothing to resume: {out} holds no {STATE_NAME}"
         if any(p.exists() for p in release):
-            return "error", (f"{out} holds model files but no training state ({STATE_NAME}), so it cannot be resumed; "
+            return "exists", (f"{out} holds model files but no training state ({STATE_NAME}), so it cannot be resumed; "
                              "use --fresh to overwrite it or choose another --out")
         if (out / METRICS_NAME).exists():  # a run killed before its first checkpoint
             (out / METRICS_NAME).unlink()
@@ -503,8 +503,10 @@ class _Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             decision = self._prepare_dir()
         kind, msg = ctx.broadcast_object(decision)
-        if kind == "error":
-            raise FileExistsError(msg) if "already holds" in msg or "holds model files" in msg else FileNotFoundError(msg)
+        if kind == "exists":
+            raise FileExistsError(msg)
+        if kind == "missing":
+            raise FileNotFoundError(msg)
         resumed_from = None
         if kind == "resume":
             err = self._load()
