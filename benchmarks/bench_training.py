@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from gahb.models import MODEL_PRESETS, build_model, count_parameters
+from gahb.models import build_model, count_parameters
 from gahb.training import denoising_loss, draw_noise
 from gahb.utils.device import resolve_device
 
