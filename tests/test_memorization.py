@@ -175,3 +175,150 @@ def test_similarity_histograms_figure(tmp_path):
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 2 and axes[0].get_xlim() == (0.0, 1.0)
     assert axes[1].get_title() == "N = $10^{3}$"
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. denoising curves (Fig 1, Fig 15)
+
+
+class Identity(torch.nn.Module):
+    def forward(self, y):
+        return y
+
+
+class ShrinkTo(torch.nn.Module):
+    """f(y) = a y + (1 - a) x0: keeps a fraction a of the noise around x0 (slope-1 memorisation)."""
+
+    def __init__(self, x0, a):
+        super().__init__()
+        self.register_buffer("x0", x0)
+        self.a = a
+
+    def forward(self, y):
+        return self.a * y + (1 - self.a) * self.x0
+
+
+def test_fixed_noise_is_per_image_and_seeded():
+    z = mem.fixed_noise((1, 4, 4), range(5), seed=3)
+    torch.testing.assert_close(mem.fixed_noise((1, 4, 4), [3, 1], seed=3), z[[3, 1]], rtol=0, atol=0)
+    assert not torch.equal(mem.fixed_noise((1, 4, 4), range(5), seed=4), z)
+    assert not torch.equal(z[0], z[1])
+
+
+def test_identity_denoiser_curve_follows_identity_line():
+    g = torch.Generator().manual_seed(7)
+    images = torch.rand(12, 1, 8, 8, generator=g)
+    curve = mem.denoising_curve(Identity(), images, seed=1, batch=5)
+    assert curve["input_psnr"] == [float(p) for p in range(0, 43, 3)]
+    # f(y) = y: the output PSNR is the realised noisy PSNR, exactly, and close to the nominal one.
+    assert curve["output_psnr"] == curve["noisy_psnr"]
+    np.testing.assert_allclose(curve["noisy_psnr"], curve["input_psnr"], atol=1.0)
+    # Same unit noise at every level: the realised offset from nominal is the same at all levels.
+    off = np.asarray(curve["noisy_psnr"]) - np.asarray(curve["input_psnr"])
+    np.testing.assert_allclose(off, off[0], atol=1e-4)
+    # Batch size does not change the noise.
+    again = mem.denoising_curve(Identity(), images, seed=1, batch=12)
+    np.testing.assert_allclose(again["output_psnr"], curve["output_psnr"], rtol=0, atol=1e-9)
+
+
+def test_memorising_denoiser_curves_and_gap():
+    from gahb.analysis.empirical import EmpiricalDenoiser
+
+    g = torch.Generator().manual_seed(8)
+    x1 = torch.rand(1, 1, 8, 8, generator=g)
+    test = torch.rand(6, 1, 8, 8, generator=g)
+    emp = EmpiricalDenoiser(x1)  # N = 1: maps everything to x1
+    test_curve = mem.denoising_curve(emp, test, seed=0)
+    # Test PSNR is flat: PSNR(x1, x_test), whatever the noise (paper Fig 1, N = 1).
+    from gahb.analysis.metrics import psnr
+
+    flat = psnr(x1.expand_as(test), test).item()
+    np.testing.assert_allclose(test_curve["output_psnr"], flat, atol=1e-4)
+    # A memoriser that keeps 10% of the noise around x1: train curve has unit slope, 20 dB above.
+    shrink = ShrinkTo(x1, 0.1)
+    train_curve = mem.denoising_curve(shrink, x1, seed=0)
+    out, noisy = np.asarray(train_curve["output_psnr"]), np.asarray(train_curve["noisy_psnr"])
+    np.testing.assert_allclose(out - noisy, 20.0, atol=1e-3)
+    np.testing.assert_allclose(np.diff(out), 3.0, atol=1e-3)
+    shrink_test = mem.denoising_curve(shrink, test, seed=0)
+    gap = mem.psnr_gap(train_curve, shrink_test)
+    sel = np.asarray(train_curve["sigma"]) <= 1.0
+    assert gap == pytest.approx(float((out - np.asarray(shrink_test["output_psnr"]))[sel].mean()))
+    assert gap > 20.0
+    # Only levels with sigma <= sigma_max count: 6 dB is sigma = 0.501, so sigma_max 0.6 keeps 6-42 dB.
+    assert mem.psnr_gap(train_curve, shrink_test, sigma_max=0.6) == pytest.approx(
+        float((out - np.asarray(shrink_test["output_psnr"]))[2:].mean()))
+    other = mem.denoising_curve(shrink, test, input_psnrs=[0, 10], seed=0)
+    with pytest.raises(ValueError, match="different input PSNRs"):
+        mem.psnr_gap(train_curve, other)
+
+
+def test_denoising_curve_on_network_and_errors(tiny_unet):
+    g = torch.Generator().manual_seed(9)
+    images = torch.rand(3, 1, 16, 16, generator=g)
+    curve = mem.denoising_curve(tiny_unet, images, input_psnrs=[0, 20], batch=2)
+    assert np.isfinite(curve["output_psnr"]).all()
+    # One image per batch gives the same numbers (per-image noise, per-image PSNR, eval-mode BN).
+    ref = mem.denoising_curve(tiny_unet, images, input_psnrs=[0, 20], batch=1)
+    np.testing.assert_allclose(curve["output_psnr"], ref["output_psnr"], atol=1e-4)
+    assert curve["output_psnr_std"][0] > 0
+    tiny_unet.train()
+    with pytest.raises(ValueError, match="training mode"):
+        mem.denoising_curve(tiny_unet, images)
+    tiny_unet.eval()
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        mem.denoising_curve(tiny_unet, images[0])
+
+
+def test_curve_figures(tmp_path):
+    g = torch.Generator().manual_seed(10)
+    images = torch.rand(2, 1, 4, 4, generator=g)
+    c = mem.denoising_curve(ShrinkTo(images[:1], 0.5), images, input_psnrs=[0, 3, 6])
+    fig = mem.denoising_curves_figure({1: {"train": c, "test": c}, 10: {"test": c}}, path=tmp_path / "fig1.png")
+    assert (tmp_path / "fig1.png").stat().st_size > 1000
+    assert len([a for a in fig.axes if a.get_visible()]) == 2
+    mem.psnr_gap_figure({40: {10: 5.0, 100: 1.0, 1000: -0.1}, 80: {10: 8.0, 100: 3.0}}, path=tmp_path / "fig15.png")
+    assert (tmp_path / "fig15.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. distance to the empirical denoiser (spec 11.1)
+
+
+class FixedSigmaEmpirical(torch.nn.Module):
+    def __init__(self, train, sigma):
+        super().__init__()
+        from gahb.analysis.empirical import EmpiricalDenoiser
+
+        self.emp = EmpiricalDenoiser(train)
+        self.sigma = sigma
+
+    def forward(self, y):
+        return self.emp(y.double(), sigma=self.sigma)
+
+
+def test_distance_to_empirical_zero_for_itself():
+    g = torch.Generator().manual_seed(11)
+    train = torch.rand(5, 1, 6, 6, generator=g)
+    images = torch.cat([train[:2], torch.rand(2, 1, 6, 6, generator=g)])
+    for s in (0.05, 0.3):
+        out = mem.distance_to_empirical(FixedSigmaEmpirical(train, s), train, images, [s], batch=3)
+        assert out["distance"][0] < 1e-20
+        assert out["net_mse"][0] == pytest.approx(out["emp_mse"][0])
+        assert out["n_train"] == 5 and out["n_images"] == 4
+
+
+def test_distance_to_empirical_identity_on_one_image():
+    g = torch.Generator().manual_seed(12)
+    x1 = torch.rand(1, 1, 6, 6, generator=g)
+    sigmas = [0.01, 0.1, 1.0]
+    out = mem.distance_to_empirical(Identity(), x1, x1, sigmas, seed=5)
+    # f_emp = x1 exactly for N = 1, so ||y - x1||^2 / d = sigma^2 mean(z^2) with the fixed noise z.
+    z2 = mem.fixed_noise((1, 6, 6), [0], seed=5).double().pow(2).mean().item()
+    np.testing.assert_allclose(out["distance"], [s * s * z2 for s in sigmas], rtol=1e-5)
+    np.testing.assert_allclose(out["emp_mse"], 0.0, atol=1e-20)
+    np.testing.assert_allclose(out["net_mse"], out["distance"], rtol=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        mem.distance_to_empirical(Identity(), x1, x1, [0.0])
+    with pytest.raises(ValueError, match="train images"):
+        mem.distance_to_empirical(Identity(), x1, torch.rand(1, 1, 5, 5), [0.1])

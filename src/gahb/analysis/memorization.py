@@ -7,6 +7,10 @@
   (:func:`paired_cosine`, "samples from two denoisers", blue) and the cosine between a sample and
   the closest image of its own training set (:func:`nearest_train_cosine`, "sample and closest
   train image", orange); :func:`memorization_summary` and :func:`similarity_histograms_figure`.
+* Train/test denoising curves (section 6.1, Fig 1; spec 6.1): :func:`denoising_curve`,
+  :func:`denoising_curves_figure`; the generalization gap of Fig 15 (section 6.3; spec 6.3):
+  :func:`psnr_gap`, :func:`psnr_gap_figure`.
+* Distance to the closed-form memorising denoiser f_emp (spec 11.1): :func:`distance_to_empirical`.
 
 "Cosine" is the paper's "normalized inner product" <a, b> / (|a| |b|) of the flattened images,
 with no mean removal unless ``center=True`` (the variant the official code uses for
@@ -382,3 +386,240 @@ def similarity_histograms_figure(per_n: dict, bins: int = DEFAULT_BINS, path=Non
     fig.tight_layout()
     _save(fig, path)
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Denoising curves (paper section 6.1, Fig 1; section 6.3, Fig 15)
+
+
+DEFAULT_INPUT_PSNRS = tuple(range(0, 43, 3))  # the paper's x-axis: 0 to 42 dB in 3-dB ticks
+
+
+def fixed_noise(image_shape: tuple[int, ...], indices, seed: int = 0) -> torch.Tensor:
+    """Unit Gaussian noise images, one per index, each from its own stream seeded by (seed, index).
+
+    Image i always receives the same noise, whatever the batch it is processed in, so curves
+    do not depend on the batch size, and a train and a test set evaluated with one seed see the
+    same noise realisations (row by row). Returns float32 (len(indices), *image_shape).
+    """
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    out = torch.empty((idx.shape[0],) + tuple(image_shape), dtype=torch.float32)
+    g = torch.Generator()
+    for row, i in enumerate(idx):
+        state = np.random.SeedSequence([int(seed), int(i)]).generate_state(2, dtype=np.uint32)
+        g.manual_seed((int(state[0]) << 31) ^ int(state[1]))
+        out[row] = torch.randn(tuple(image_shape), generator=g)
+    return out
+
+
+def _denoiser_device(denoiser, fallback: torch.device) -> torch.device:
+    if isinstance(denoiser, torch.nn.Module):
+        for t in list(denoiser.parameters()) + list(denoiser.buffers()):
+            return t.device
+    return fallback
+
+
+def _check_images(images) -> torch.Tensor:
+    images = _as_tensor(images)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or inf")
+    return images
+
+
+def _check_eval(denoiser) -> None:
+    # Batch-norm in training mode normalises with batch statistics: results would depend on the
+    # batch composition (spec 10.4). Modules without batch norm may stay in training mode.
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from gahb.models import BFBatchNorm2d
+
+    if isinstance(denoiser, torch.nn.Module):
+        bad = [n for n, m in denoiser.named_modules() if m.training and isinstance(m, (BFBatchNorm2d, _BatchNorm))]
+        if bad:
+            raise ValueError(f"the denoiser has batch-norm layers in training mode ({bad[0]!r}, ...); "
+                             "call model.eval() first")
+
+
+@torch.no_grad()
+def denoising_curve(denoiser: Callable[[torch.Tensor], torch.Tensor], images, input_psnrs=DEFAULT_INPUT_PSNRS,
+                    seed: int = 0, batch: int = 64, device: str | torch.device | None = None,
+                    progress: bool = False) -> dict[str, Any]:
+    """Output PSNR of a blind denoiser as a function of input PSNR (paper section 6.1, Fig 1).
+
+    For each input PSNR p (sigma = 10^(-p/20)), each image x receives y = x + sigma z with its
+    fixed unit noise z (:func:`fixed_noise`; the same z at every level, so the curve is smooth in
+    p), and the PSNR of f(y) against x is averaged over images as in the official code (spec 6.1).
+    Noisy images are not clipped. Evaluate the train and the test curve with the same ``seed``.
+
+    Returns a JSON-able dict: ``input_psnr`` (nominal), ``sigma``, ``output_psnr`` (mean over
+    images), ``output_psnr_std``, ``noisy_psnr`` (the realised PSNR of y, i.e. what the identity
+    map scores), ``n_images``, ``seed``.
+    """
+    from tqdm.auto import tqdm
+
+    from .metrics import psnr, sigma_from_psnr
+
+    images = _check_images(images)
+    _check_eval(denoiser)
+    levels = [float(p) for p in input_psnrs]
+    if not levels:
+        raise ValueError("input_psnrs is empty")
+    sigmas = [sigma_from_psnr(p) for p in levels]
+    device = torch.device(device) if device is not None else _denoiser_device(denoiser, images.device)
+    n = images.shape[0]
+    out_sum = torch.zeros(len(levels), dtype=torch.float64)
+    out_sq = torch.zeros(len(levels), dtype=torch.float64)
+    noisy_sum = torch.zeros(len(levels), dtype=torch.float64)
+    bar = tqdm(total=n * len(levels), desc="denoising curve", unit="img", disable=not progress)
+    for lo in range(0, n, batch):
+        x = images[lo:lo + batch].to(device=device, dtype=torch.float32)
+        z = fixed_noise(x.shape[1:], range(lo, lo + x.shape[0]), seed).to(device)
+        for j, s in enumerate(sigmas):
+            y = x + s * z
+            p_out = psnr(denoiser(y), x, reduce=False).double().cpu()
+            out_sum[j] += p_out.sum()
+            out_sq[j] += p_out.pow(2).sum()
+            noisy_sum[j] += psnr(y, x, reduce=False).double().sum().cpu()
+            bar.update(x.shape[0])
+    bar.close()
+    mean = out_sum / n
+    std = (out_sq / n - mean.pow(2)).clamp_min(0.0).sqrt()
+    return {"input_psnr": levels, "sigma": sigmas, "output_psnr": mean.tolist(),
+            "output_psnr_std": std.tolist(), "noisy_psnr": (noisy_sum / n).tolist(),
+            "n_images": int(n), "seed": int(seed)}
+
+
+def psnr_gap(train_curve: dict, test_curve: dict, sigma_max: float = 1.0) -> float:
+    """Train minus test output PSNR, averaged over the curves' noise levels with sigma <= sigma_max.
+
+    The generalization metric of the paper's Fig 15 (section 6.3; spec 6.3: "averaged over
+    sigma in [0, 1]"). The average is over the evaluated levels, uniform in input PSNR (i.e. in
+    log sigma) on the default 0-42 dB grid; the paper does not say how the levels are weighted.
+    """
+    a, b = [float(p) for p in train_curve["input_psnr"]], [float(p) for p in test_curve["input_psnr"]]
+    if a != b:
+        raise ValueError(f"train and test curves use different input PSNRs: {a} vs {b}")
+    sig = np.asarray(train_curve["sigma"], dtype=np.float64)
+    keep = sig <= sigma_max * (1 + 1e-12)
+    if not keep.any():
+        raise ValueError(f"no noise level with sigma <= {sigma_max}")
+    gap = np.asarray(train_curve["output_psnr"], np.float64) - np.asarray(test_curve["output_psnr"], np.float64)
+    return float(gap[keep].mean())
+
+
+def denoising_curves_figure(per_n: dict, path=None, ncols: int | None = None, title: str | None = None):
+    """Paper Fig 1 layout: one panel per N with the train and test PSNR curves and the identity line.
+
+    ``per_n`` maps N to ``{"train": curve, "test": curve}`` (either may be missing), curves as
+    returned by :func:`denoising_curve`. Returns the figure.
+    """
+    if not per_n:
+        raise ValueError("per_n is empty")
+    keys = sorted(per_n, key=lambda n: (not isinstance(n, (int, np.integer)), n if isinstance(n, (int, np.integer)) else str(n)))
+    fig, axes = _panel_grid(len(keys), ncols, (3.0, 2.8))
+    for ax, n in zip(axes, keys):
+        lo, hi = math.inf, -math.inf
+        for key, style in (("train", dict(color="tab:blue", marker="o")),
+                           ("test", dict(color="tab:orange", marker="s"))):
+            curve = per_n[n].get(key)
+            if curve is None:
+                continue
+            ax.plot(curve["input_psnr"], curve["output_psnr"], ms=3, lw=1.2, label=key, **style)
+            lo, hi = min(lo, min(curve["input_psnr"])), max(hi, max(curve["input_psnr"]))
+        if math.isfinite(lo):
+            ax.plot([lo, hi], [lo, hi], color="0.5", ls="--", lw=1, label="identity")
+        ax.set_title(_n_label(n), fontsize=9)
+        ax.set_xlabel("input PSNR (dB)", fontsize=8)
+        ax.set_ylabel("output PSNR (dB)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def psnr_gap_figure(per_resolution: dict, path=None, title: str | None = None):
+    """Paper Fig 15 layout: PSNR gap (dB) against N on log-log axes, one line per image size.
+
+    ``per_resolution`` maps a label (e.g. 80 for 80x80) to ``{N: gap}``. Non-positive gaps cannot
+    be drawn on a log axis and are clipped at 1e-3 dB (the paper's lower axis limit).
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    for label, gaps in per_resolution.items():
+        ns = sorted(gaps)
+        ax.plot(ns, [max(float(gaps[n]), 1e-3) for n in ns], marker="o", ms=4,
+                label=f"{label}x{label}" if isinstance(label, (int, np.integer)) else str(label))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("N (training images)")
+    ax.set_ylabel("train - test PSNR (dB)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Distance to the memorising reference (spec 11.1)
+
+
+@torch.no_grad()
+def distance_to_empirical(denoiser: Callable[[torch.Tensor], torch.Tensor], train, images, sigmas,
+                          seed: int = 0, batch: int = 64, chunk: int = 4096,
+                          device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
+    """Mean ||f_net(y) - f_emp(y; sigma)||^2 / d per noise level: how closely a network memorises (spec 11.1).
+
+    f_emp is the closed-form posterior mean under the empirical distribution of ``train``
+    (:class:`gahb.analysis.empirical.EmpiricalDenoiser`), given the *known* sigma of the added
+    noise (not blind). y = x + sigma z with the fixed noise of :func:`fixed_noise`, for x in
+    ``images`` (the training images, held-out images or both). A network that memorises tracks
+    f_emp (distance -> 0); a generalising one departs from it, most at large sigma.
+
+    Returns a JSON-able dict: ``sigma``, ``distance`` (mean over images of ||f_net - f_emp||^2 / d),
+    ``net_mse`` and ``emp_mse`` (mean ||f - x||^2 / d of each denoiser, for scale),
+    ``n_images``, ``n_train``, ``seed``.
+    """
+    from tqdm.auto import tqdm
+
+    from .empirical import EmpiricalDenoiser
+    from .metrics import mse_per_image
+
+    images = _check_images(images)
+    train = _check_images(train)
+    if train.shape[1:] != images.shape[1:]:
+        raise ValueError(f"train images are {tuple(train.shape[1:])}, images are {tuple(images.shape[1:])}")
+    _check_eval(denoiser)
+    sigmas = [float(s) for s in sigmas]
+    if not sigmas or min(sigmas) <= 0:
+        raise ValueError(f"sigmas must be a non-empty list of positive noise levels, got {sigmas}")
+    device = torch.device(device) if device is not None else _denoiser_device(denoiser, images.device)
+    emp = EmpiricalDenoiser(train.to(torch.float32), sigma=None, chunk=chunk).to(device)
+    n = images.shape[0]
+    sums = {k: torch.zeros(len(sigmas), dtype=torch.float64) for k in ("distance", "net_mse", "emp_mse")}
+    bar = tqdm(total=n * len(sigmas), desc="distance to f_emp", unit="img", disable=not progress)
+    for lo in range(0, n, batch):
+        x = images[lo:lo + batch].to(device=device, dtype=torch.float32)
+        z = fixed_noise(x.shape[1:], range(lo, lo + x.shape[0]), seed).to(device)
+        for j, s in enumerate(sigmas):
+            y = x + s * z
+            f_net = denoiser(y).double()
+            f_emp = emp(y.double(), sigma=s)
+            xd = x.double()
+            sums["distance"][j] += mse_per_image(f_net, f_emp).sum().cpu()
+            sums["net_mse"][j] += mse_per_image(f_net, xd).sum().cpu()
+            sums["emp_mse"][j] += mse_per_image(f_emp, xd).sum().cpu()
+            bar.update(x.shape[0])
+    bar.close()
+    out = {"sigma": sigmas}
+    out.update({k: (v / n).tolist() for k, v in sums.items()})
+    out.update({"n_images": int(n), "n_train": int(train.shape[0]), "seed": int(seed)})
+    return out
