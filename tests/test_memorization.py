@@ -322,3 +322,59 @@ def test_distance_to_empirical_identity_on_one_image():
         mem.distance_to_empirical(Identity(), x1, x1, [0.0])
     with pytest.raises(ValueError, match="train images"):
         mem.distance_to_empirical(Identity(), x1, torch.rand(1, 1, 5, 5), [0.1])
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. patch collages (spec 6.2)
+
+
+def test_to_patches_layout():
+    from gahb.analysis.patches import to_patches
+
+    x = torch.arange(2 * 1 * 4 * 6, dtype=torch.float32).reshape(2, 1, 4, 6)
+    p = to_patches(x, 2)
+    assert p.shape == (2, 2, 3, 4)
+    torch.testing.assert_close(p[1, 1, 2], x[1, 0, 2:4, 4:6].flatten())
+    assert to_patches(torch.zeros(1, 1, 5, 5), 2).shape == (1, 2, 2, 4)  # partial patches dropped
+    with pytest.raises(ValueError):
+        to_patches(x, 5)
+
+
+def test_patch_matches_brute_force_and_collage():
+    from gahb.analysis.patches import classify_patches, patch_matches, to_patches
+
+    g = torch.Generator().manual_seed(13)
+    train = torch.rand(17, 2, 8, 8, generator=g)
+    a, b = train[3], train[11]
+    collage = a.clone()
+    collage[:, :4, 4:] = b[:, :4, 4:]            # top-right patch pasted from image 11
+    copy = 0.8 * a + 0.05                        # affine copy: correlation 1 with every patch of a
+    novel = torch.rand(2, 8, 8, generator=g)
+    flat = torch.full((2, 8, 8), 0.3)
+    samples = torch.stack([collage, copy, novel, flat])
+    m = patch_matches(samples, train, patch=4, chunk=5, dtype=torch.float64)
+    assert m.indices.shape == (4, 2, 2)
+    assert m.indices[0].tolist() == [[3, 11], [3, 3]]
+    assert m.indices[1].tolist() == [[3, 3], [3, 3]]
+    torch.testing.assert_close(m.similarities[:2], torch.ones(2, 2, 2, dtype=torch.float64))
+    assert not m.valid[3].any() and m.valid[:3].all()
+    # Brute force per location on the novel sample.
+    sp, tp = to_patches(samples[2:3].double(), 4)[0], to_patches(train.double(), 4)
+    for i in range(2):
+        for j in range(2):
+            q = sp[i, j] - sp[i, j].mean()
+            t = tp[:, i, j] - tp[:, i, j].mean(-1, keepdim=True)
+            c = (t @ q) / (t.norm(dim=1) * q.norm())
+            assert m.indices[2, i, j].item() == int(c.argmax())
+            assert m.similarities[2, i, j].item() == pytest.approx(float(c.max()))
+    cls = classify_patches(m)
+    assert cls.labels[:2] == ["collage", "copy"] and cls.labels[3] == "flat"
+    assert cls.n_sources[:2] == [2, 1] and cls.dominant[:2] == [3, 3]
+    assert cls.dominant_fraction[0] == 0.75
+    strict = classify_patches(m, min_similarity=0.99)
+    assert strict.labels[:3] == ["collage", "copy", "novel"]
+    d = strict.to_dict()
+    assert d["counts"] == {"copy": 1, "collage": 1, "novel": 1, "flat": 1} and d["fraction_copy"] == 0.25
+    # Chunked iterable database gives the same matches.
+    m2 = patch_matches(samples, [train[:6], train[6:]], patch=4, dtype=torch.float64)
+    assert torch.equal(m2.indices, m.indices)
