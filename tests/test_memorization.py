@@ -115,7 +115,7 @@ def test_paired_cosine_known_pairs():
     b = a.clone()
     b[1] = 3.7 * a[1]          # scaled copy: cosine 1 (no mean removal)
     b[2] = -a[2]               # negated: -1
-    c = paired_cosine_vals = mem.paired_cosine(a, b)
+    c = mem.paired_cosine(a, b)
     torch.testing.assert_close(c, torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
     e = torch.zeros(2, 1, 2, 2)
     e[0, 0, 0, 0] = 1.0
@@ -125,7 +125,7 @@ def test_paired_cosine_known_pairs():
     assert mem.paired_cosine(a[:1], a[:1] + 0.5).item() < 1 - 1e-4
     torch.testing.assert_close(mem.paired_cosine(a[:1], a[:1] + 0.5, center=True),
                                torch.ones(1, dtype=torch.float64))
-    assert paired_cosine_vals.dtype == torch.float64
+    assert c.dtype == torch.float64
     with pytest.raises(ValueError, match="equal shapes"):
         mem.paired_cosine(a, b[:2])
 

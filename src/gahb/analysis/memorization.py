@@ -117,7 +117,7 @@ def _database_length(database) -> int | None:
 
 
 def _prepare_rows(x: torch.Tensor, metric: str, center: bool, dtype: torch.dtype,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  device: torch.device, shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Flatten (and for cosine normalise) rows; for L2 also return squared norms."""
     x = x.reshape(x.shape[0], -1).to(device=device, dtype=dtype)
     if center:
@@ -125,6 +125,10 @@ def _prepare_rows(x: torch.Tensor, metric: str, center: bool, dtype: torch.dtype
     if metric == "cosine":
         # Zero rows have no direction: their cosine with anything is 0, not NaN.
         return x / x.norm(dim=1, keepdim=True).clamp_min(1e-30), None
+    if shift is not None:
+        # ||q||^2 - 2<q, x> + ||x||^2 cancels catastrophically for near neighbours; distances are
+        # translation invariant, so move the origin to the queries' mean to shrink the norms.
+        x = x - shift
     return x, x.pow(2).sum(1)
 
 
@@ -158,7 +162,9 @@ def nearest_neighbors(queries: torch.Tensor, database, k: int = 1, metric: str =
     Returns:
         ``(values, indices)``, both (B, k): similarities (descending) for cosine, Euclidean
         distances (ascending) for L2, and int64 database indices. Exactly equal scores go to
-        the lower index, whatever the chunk size.
+        the lower index, whatever the chunk size. L2 distances come from the expansion
+        ||q||^2 - 2<q, x> + ||x||^2 (about the queries' mean), so in float32 a distance near 0
+        carries an absolute error ~ sqrt(eps) * ||x - mean||; use float64 for exact small values.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -168,7 +174,10 @@ def nearest_neighbors(queries: torch.Tensor, database, k: int = 1, metric: str =
     if queries.ndim < 2 or queries.shape[0] == 0:
         raise ValueError(f"queries must be a non-empty (B, ...) batch, got shape {tuple(queries.shape)}")
     device = torch.device(device) if device is not None else queries.device
-    q, q_sq = _prepare_rows(queries, metric, center, dtype, device)
+    shift = None
+    if metric == "l2":
+        shift = _prepare_rows(queries, "l2", center, dtype, device)[0].mean(0)
+    q, q_sq = _prepare_rows(queries, metric, center, dtype, device, shift)
     top = RunningTopK(q.shape[0], k, dtype, device)
 
     from tqdm.auto import tqdm
@@ -182,7 +191,7 @@ def nearest_neighbors(queries: torch.Tensor, database, k: int = 1, metric: str =
                 continue
             if rows[0].numel() != q.shape[1]:
                 raise ValueError(f"database items have {rows[0].numel()} values, queries have {q.shape[1]}")
-            x, x_sq = _prepare_rows(rows, metric, center, dtype, device)
+            x, x_sq = _prepare_rows(rows, metric, center, dtype, device, shift)
             prod = q @ x.T
             if metric == "cosine":
                 scores = prod
@@ -338,6 +347,12 @@ def _panel_grid(count: int, ncols: int | None, panel: tuple[float, float]):
     return fig, axes.flat
 
 
+def _sorted_keys(per_n: dict) -> list:
+    """Integer N in increasing order first, then any other labels alphabetically."""
+    ints = sorted(k for k in per_n if isinstance(k, (int, np.integer)))
+    return ints + sorted((k for k in per_n if not isinstance(k, (int, np.integer))), key=str)
+
+
 def _n_label(n) -> str:
     try:
         n = int(n)
@@ -358,7 +373,7 @@ def similarity_histograms_figure(per_n: dict, bins: int = DEFAULT_BINS, path=Non
     """
     if not per_n:
         raise ValueError("per_n is empty")
-    keys = sorted(per_n, key=lambda n: (not isinstance(n, (int, np.integer)), n if isinstance(n, (int, np.integer)) else str(n)))
+    keys = _sorted_keys(per_n)
     fig, axes = _panel_grid(len(keys), ncols, (3.2, 2.6))
     series = (("paired", PAIRED_COLOR, "Samples from two denoisers"),
               ("nearest_train", NEAREST_COLOR, "Sample and closest train image"))
@@ -517,7 +532,7 @@ def denoising_curves_figure(per_n: dict, path=None, ncols: int | None = None, ti
     """
     if not per_n:
         raise ValueError("per_n is empty")
-    keys = sorted(per_n, key=lambda n: (not isinstance(n, (int, np.integer)), n if isinstance(n, (int, np.integer)) else str(n)))
+    keys = _sorted_keys(per_n)
     fig, axes = _panel_grid(len(keys), ncols, (3.0, 2.8))
     for ax, n in zip(axes, keys):
         lo, hi = math.inf, -math.inf
