@@ -378,3 +378,29 @@ def test_patch_matches_brute_force_and_collage():
     # Chunked iterable database gives the same matches.
     m2 = patch_matches(samples, [train[:6], train[6:]], patch=4, dtype=torch.float64)
     assert torch.equal(m2.indices, m.indices)
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end: the memorization regime of Fig 2 with the exact memorising denoiser (spec 11.1)
+
+
+def test_fig2_measures_on_empirical_denoisers_memorise():
+    from gahb.analysis.empirical import EmpiricalDenoiser
+    from gahb.sampling import sample
+
+    g = torch.Generator().manual_seed(14)
+    pool = torch.rand(8, 1, 6, 6, generator=g)
+    s1, s2 = pool[:4], pool[4:]  # disjoint training sets of size N = 4
+    seeds = list(range(6))
+    x1 = sample(EmpiricalDenoiser(s1), (1, 6, 6), seeds, config="fast", progress=False).samples
+    x2 = sample(EmpiricalDenoiser(s2), (1, 6, 6), seeds, config="fast", progress=False).samples
+    near, idx = mem.nearest_train_cosine(x1, s1)
+    # Samples of f_emp sit on training images (orange histogram at 1) ...
+    assert near.min() > 0.999
+    torch.testing.assert_close(x1, s1[idx], atol=1e-3, rtol=0)
+    # ... and two memorisers with disjoint sets disagree (blue histogram away from 1).
+    paired = mem.paired_cosine(x1, x2)
+    cross = mem.nearest_train_cosine(x1, s2)[0]
+    assert (paired < 0.999).all() and (paired <= cross.double() + 1e-4).all()
+    summary = mem.memorization_summary(paired=paired, nearest_train=near, n_train=4)
+    assert summary.nearest_train.median > summary.paired.median
