@@ -314,3 +314,7 @@ def test_bad_arguments():
         sample(den, (8, 8), [0], progress=False)
     with pytest.raises(ValueError, match="operator"):
         sample(den, SHAPE, [0], measurement=torch.zeros(1, 3), progress=False)
+    from conftest import make_tiny
+
+    with pytest.raises(ValueError, match="eval"):
+        sample(make_tiny("bfcnn").train(), SHAPE, [0], progress=False)
