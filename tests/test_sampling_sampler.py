@@ -68,6 +68,8 @@ def test_config_validation_and_overrides():
         SamplerConfig(step_rule="cosine")
     with pytest.raises(ValueError, match="preset"):
         get_config("nope")
+    with pytest.raises(ValueError, match="inverse_noise"):
+        SamplerConfig(inverse_noise="measured")
     cfg = get_config("paper", beta=0.5, h0=None)
     assert cfg.beta == 0.5 and cfg.h0 == 0.01
     assert SamplerConfig.from_dict(cfg.to_dict()) == cfg

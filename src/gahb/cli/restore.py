@@ -12,9 +12,10 @@ from gahb.cli.sample import _Fmt, add_sampler_arguments, config_from_args, load_
 EPILOG = """\
 The clean image is measured with an operator M with orthonormal rows (M M^T = I), m = M x, and
 the constrained sampler (Kadkhodaie & Simoncelli 2021) draws an image from the denoiser's prior
-that agrees with m: it starts from M^T m + (I - M^T M)(mean + sigma_0 z), steps along
-d_t = (I - M^T M)(f(x) - x) + M^T (m - M x), injects noise only in the unmeasured subspace, and
-(unless --no-reproject) puts the measurements back into the final denoised image, so M x_hat = m.
+that agrees with m: it starts from M^T m + (I - M^T M) mean + sigma_0 z, steps along
+d_t = (I - M^T M)(f(x) - x) + M^T (m - M x) with sigma_t = ||d_t|| / sqrt(d) and the usual
+injected noise, and (unless --no-reproject) puts the measurements back into the final denoised
+image, so M x_hat = m. --inverse-noise unmeasured confines all noise to the unmeasured subspace.
 
 tasks:
   inpaint   a missing block (--block HxW, default half of each side, centred)
@@ -50,6 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("--num", type=int, default=1, help="number of restorations (different seeds)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed of the first restoration")
     p.add_argument("--seeds", default=None, help="explicit comma-separated sampler seeds")
+    p.add_argument("--inverse-noise", choices=["full", "unmeasured"], default="full",
+                   help="where the sampler's noise lives (full: as the official code)")
     p.add_argument("--no-reproject", action="store_true",
                    help="return the final denoised image as is (it then satisfies M x = m only approximately)")
     p.add_argument("--out", required=True, help="output folder")
@@ -82,8 +85,7 @@ def run(args) -> int:
     from gahb.utils.io import atomic_write_json
 
     cfg = config_from_args(args)
-    if args.no_reproject:
-        cfg = cfg.replace(reproject=False)
+    cfg = cfg.replace(reproject=not args.no_reproject, inverse_noise=args.inverse_noise)
     seeds = parse_seeds(args.seed, args.num, args.seeds)
     model, config, device = load_for_sampling(args)
     channels = int(config.get("model", {}).get("channels", 1))

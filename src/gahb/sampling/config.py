@@ -44,6 +44,14 @@ class SamplerConfig:
         reproject: for inverse problems, replace the measured part of the final denoised image
             by the measurements, so that the output satisfies ``M x = m`` exactly (the final
             denoising step alone need not).
+        inverse_noise: for inverse problems, where noise lives. ``"full"`` (default, as the
+            official code): the initial noise and the injected noise fill all d dimensions, the
+            step's M^T (m - M x) term pulls the measured part back, and sigma_t^2 = ||d_t||^2 / d;
+            the network then sees spatially uniform noise, as in training. ``"unmeasured"``: noise
+            only in the unmeasured subspace, the iterate keeps M x = m exactly throughout and
+            sigma_t^2 = ||d_t||^2 / (d - m). On a Fashion-MNIST UNet the latter loses ~7 dB on
+            inpainting (the network under-estimates noise confined to a hole) and is on par for
+            random pixels, super-resolution and compressive sensing.
         dtype: working precision of the iterate, ``"float32"`` or ``"float64"``.
     """
 
@@ -56,6 +64,7 @@ class SamplerConfig:
     max_steps: int = 1000
     divergence_bound: float = 2.0
     reproject: bool = True
+    inverse_noise: str = "full"
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -71,6 +80,8 @@ class SamplerConfig:
             raise ValueError(f"step_rule must be one of {STEP_RULES}, got {self.step_rule!r}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.inverse_noise not in ("full", "unmeasured"):
+            raise ValueError(f"inverse_noise must be 'full' or 'unmeasured', got {self.inverse_noise!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 

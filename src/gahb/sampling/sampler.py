@@ -17,11 +17,13 @@ what was not measured (Kadkhodaie & Simoncelli 2021, their Algorithm 2): the ste
 
     d_t = (I - M^T M) s_t + M^T (m - M x_{t-1}),
 
-which follows the prior in the unmeasured subspace and pulls the measured part onto m. gahb starts
-from x_0 = M^T m + (I - M^T M)(mean + sigma_0 z_0) and injects noise only in the unmeasured
-subspace, so the iterate keeps its measurements throughout and sigma_t^2 = ||d_t||^2 / (d - m) is
-the per-dimension noise of the subspace being sampled. (The official code injects noise in all d
-dimensions, lets the pull term remove it from the measured part, and divides by d.)
+which follows the prior in the unmeasured subspace and pulls the measured part onto m, and
+sigma_t^2 = ||d_t||^2 / d. As in the official code, x_0 = M^T m + (I - M^T M) mean + sigma_0 z_0
+and z_t are full-dimensional, so the network sees spatially uniform noise as in training (the pull
+term removes it from the measured part). ``config.inverse_noise = "unmeasured"`` instead confines
+all noise to the unmeasured subspace (the iterate then satisfies M x = m exactly throughout, and
+sigma_t^2 = ||d_t||^2 / (d - m)); see :class:`~gahb.sampling.config.SamplerConfig`. With
+``config.reproject`` (default) the final denoised image gets its measured part replaced by m.
 
 Reproducibility. Every sample owns a random stream (a CPU ``torch.Generator`` seeded with its
 seed) from which it draws, in this order, its initial noise z_0 and then z_1, z_2, ... one per
@@ -351,7 +353,8 @@ def _run_chunk(denoiser, cfg: SamplerConfig, rows: torch.Tensor, streams: NoiseS
     from tqdm.auto import tqdm
 
     d = math.prod(image_shape)
-    dof = d - (operator.num_measurements if operator is not None else 0)
+    full_noise = operator is not None and cfg.inverse_noise == "full"
+    dof = d - (operator.num_measurements if operator is not None and not full_noise else 0)
     view = (-1,) + (1,) * len(image_shape)
 
     z0 = streams.draw(rows.tolist()).to(device=device, dtype=dtype)
@@ -359,7 +362,10 @@ def _run_chunk(denoiser, cfg: SamplerConfig, rows: torch.Tensor, streams: NoiseS
         x = x_init[rows].to(device=device, dtype=dtype)
     else:
         x = z0 * cfg.sigma_0 + cfg.init_mean
-        if operator is not None:
+        if full_noise:
+            x = operator.complement(torch.full_like(x, cfg.init_mean)) + operator.adjoint(measurement[rows]) \
+                + z0 * cfg.sigma_0
+        elif operator is not None:
             x = operator.complement(x) + operator.adjoint(measurement[rows])
     active = rows.clone()
     meas = measurement[rows] if operator is not None else None
@@ -414,7 +420,7 @@ def _run_chunk(denoiser, cfg: SamplerConfig, rows: torch.Tensor, streams: NoiseS
             x = x + direction * h
             if noise is not None:
                 z = noise.to(device=device, dtype=dtype)
-                if operator is not None:
+                if operator is not None and not full_noise:
                     z = operator.complement(z)
                 x = x + z * (sigma * g).view(view)
             steps[active] += 1
