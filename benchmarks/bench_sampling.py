@@ -5,21 +5,23 @@ from the same small UNet at 28x28 on the CPU:
 
   (a) reference: one sample at a time, one network call per step, the network as trained (eval mode,
       torch.no_grad), in the style of the official ``univ_inv_sol`` loop (written independently);
-  (b) batched:   ``gahb.sampling.sample`` with up to --batch samples advancing together;
-  (c) fast:      (b) on ``optimize_for_inference(model)`` (BF-BN folded into the convolutions,
-      channels_last) under torch.inference_mode; optionally also torch.compile (--compile).
+  (b) batched:   ``gahb.sampling.sample`` (torch.inference_mode) with up to --batch samples together;
+  (c) fast:      (b) on ``optimize_for_inference(model)``: BF-BN folded into the convolutions and
+      channels_last; --fold-only adds (c0), folding without channels_last; --compile adds (c'),
+      (c) under torch.compile.
 
-It prints denoiser evaluations and wall time per sample, the speed-up of each over (a), and the
-largest difference between the samples of (a) and the others (the same samples up to float
-rounding of batched/folded convolutions).
+Configurations are timed round-robin, --repeats times each. It prints, per sample, the best and
+median wall time, the best CPU time (all threads; steadier on a shared machine), denoiser
+evaluations, the speed-ups over (a), and the largest difference between the samples of (a) and
+the others (the same samples up to float rounding of batched/folded convolutions).
 
-The network is unet-small (2 blocks, width 32) trained briefly on Fashion-MNIST (--train-steps;
-a denoiser that has learned something samples in ~100 evaluations, a random one diverges), or a
-trained run folder (--checkpoint).
+The network is a trained run folder (--checkpoint, e.g. a unet-small Fashion-MNIST run), or else
+unet-small (2 blocks, width 32) trained here for --train-steps Adam steps (a few minutes on two
+cores; a denoiser that has learned something samples in ~60-100 evaluations, a random one diverges).
 
-    python benchmarks/bench_sampling.py                      # defaults: 2 threads, batch 64
-    python benchmarks/bench_sampling.py --threads 1 --batch 16 64 --fold-only --compile
-    python benchmarks/bench_sampling.py --checkpoint runs/fm_n60000
+    python benchmarks/bench_sampling.py --checkpoint runs/fm_n1000_s1_unet2w32
+    python benchmarks/bench_sampling.py --checkpoint RUN --threads 1 --batch 16 64 --fold-only --compile
+    python benchmarks/bench_sampling.py                      # trains unet-small briefly first
 
 A script, not a test: wall times depend on the machine and on what else runs on it.
 """
