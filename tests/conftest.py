@@ -46,3 +46,17 @@ def tiny_unet():
 @pytest.fixture
 def tiny_bfcnn():
     return make_tiny("bfcnn")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run every test with one intra-op thread.
+
+    The tests use tiny tensors, for which a second OpenMP thread costs more than it gains (and on
+    a busy 2-core machine its spin-waiting made some tests ~100x slower). Tests that measure or
+    depend on threading set it themselves.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -14,12 +14,6 @@ from gahb.models import ModelConfig
 from gahb.training.checkpoint import save_release
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _release(path, model, cfg, **extra):

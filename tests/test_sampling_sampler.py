@@ -23,13 +23,6 @@ from gahb.sampling import (
 SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensor ops on a shared 2-core machine are ~100x slower with 2 intra-op threads.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def gaussian(seed=0, rank=4, mean=0.5, variances=(0.03, 0.1)):

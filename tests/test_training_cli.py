@@ -15,12 +15,6 @@ from gahb.training import TrainConfig, denoise_image, load_denoiser, read_metric
 pytest.importorskip("gahb.data")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,6 @@ from gahb.training import (PRESETS, TrainConfig, denoising_loss, draw_noise, lr_
 from gahb.training.distributed import DistContext
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny ops on a shared 2-core machine: OpenMP spin-waiting makes 2 threads far slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_quadratic_sigma_law_median_and_density():

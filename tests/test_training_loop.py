@@ -13,13 +13,6 @@ from gahb.training import load_denoiser, load_state, make_config, read_metrics, 
 from gahb.training.loop import METRICS_NAME, STATE_NAME
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny ops on a shared 2-core machine: OpenMP spin-waiting makes 2 threads 100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def smooth_images(n: int, seed: int, size: int = 16) -> torch.Tensor:
@@ -175,7 +168,7 @@ def test_model_files_without_state_are_not_overwritten(tmp_path):
 
 
 def test_channels_last_and_bfcnn_train_on_cpu(tmp_path):
-    x, xt = smooth_images(16, 0, size=12), smooth_images(8, 1, size=12)
+    x = smooth_images(16, 0, size=12)
     cfg = tiny_cfg(model=ModelConfig(arch="bfcnn", num_layers=4, width=8), steps=6, channels_last=True,
                    noise="uniform", eval_every=3)
     res = train(cfg, x, None, tmp_path, progress=False)

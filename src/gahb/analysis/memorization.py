@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+
+from gahb.report.figures import pyplot, save_figure
+from gahb.utils.device import no_tf32
 
 METRICS = ("cosine", "l2")
 
@@ -34,16 +36,6 @@ METRICS = ("cosine", "l2")
 # ------------------------------------------------------------------------------------------------
 # Exact nearest neighbours
 
-
-class _no_tf32:
-    """TF32 matmuls (~1e-3 relative error) would reorder near-ties; keep full float32."""
-
-    def __enter__(self):
-        self.saved = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
-
-    def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32 = self.saved
 
 
 class RunningTopK:
@@ -185,7 +177,7 @@ def nearest_neighbors(queries: torch.Tensor, database, k: int = 1, metric: str =
     total = _database_length(database)
     bar = tqdm(total=total, desc="nearest neighbours", unit="img", unit_scale=True, disable=not progress)
     seen = 0
-    with _no_tf32() if device.type == "cuda" else nullcontext():
+    with no_tf32():
         for offset, rows in iter_chunks(database, chunk):
             if rows.shape[0] == 0:
                 continue
@@ -320,25 +312,10 @@ PAIRED_COLOR = "tab:blue"
 NEAREST_COLOR = "tab:orange"
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path) -> None:
-    if path is None:
-        return
-    from gahb.utils.io import _atomic
-
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
 def _panel_grid(count: int, ncols: int | None, panel: tuple[float, float]):
-    plt = _plt()
+    plt = pyplot()
     ncols = ncols or min(count, 4)
     nrows = math.ceil(count / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows), squeeze=False)
@@ -399,7 +376,7 @@ def similarity_histograms_figure(per_n: dict, bins: int = DEFAULT_BINS, path=Non
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -554,7 +531,7 @@ def denoising_curves_figure(per_n: dict, path=None, ncols: int | None = None, ti
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -564,7 +541,7 @@ def psnr_gap_figure(per_resolution: dict, path=None, title: str | None = None):
     ``per_resolution`` maps a label (e.g. 80 for 80x80) to ``{N: gap}``. Non-positive gaps cannot
     be drawn on a log axis and are clipped at 1e-3 dB (the paper's lower axis limit).
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 3.4))
     for label, gaps in per_resolution.items():
         ns = sorted(gaps)
@@ -579,7 +556,7 @@ def psnr_gap_figure(per_resolution: dict, path=None, title: str | None = None):
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 

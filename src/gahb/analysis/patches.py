@@ -13,13 +13,14 @@ mean removal and match every training patch equally; they are left out of the de
 from __future__ import annotations
 
 from collections import Counter
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .memorization import RunningTopK, _as_tensor, _database_length, _no_tf32, iter_chunks
+from gahb.utils.device import no_tf32
+
+from .memorization import RunningTopK, _as_tensor, _database_length, iter_chunks
 
 COPY, COLLAGE, NOVEL, FLAT = "copy", "collage", "novel", "flat"
 
@@ -88,7 +89,7 @@ def patch_matches(samples, train, patch: int = 20, center: bool = True, chunk: i
 
     bar = tqdm(total=_database_length(train), desc="patch matches", unit="img", disable=not progress)
     seen = 0
-    with _no_tf32() if device.type == "cuda" else nullcontext():
+    with no_tf32():
         for offset, rows in iter_chunks(train, chunk):
             if rows.shape[0] == 0:
                 continue

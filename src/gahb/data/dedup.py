@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gahb.utils.device import no_tf32
+
 DEDUP_THRESHOLD = 0.95
 DEDUP_POOL = 20
 
@@ -118,26 +120,17 @@ def nearest_earlier(features: torch.Tensor, chunk: int = 4096, progress: bool = 
     N x N matrix is never formed. ``device`` may be a GPU (TF32 is switched off meanwhile: its
     ~1e-3 error would move pairs across the threshold).
     """
-    from contextlib import nullcontext
 
     device = torch.device(device)
     features = features.to(device)
     n = features.shape[0]
     best = torch.zeros(n, dtype=torch.float32, device=device)
     arg = torch.full((n,), -1, dtype=torch.int64, device=device)
-    with _no_tf32() if device.type == "cuda" else nullcontext():
+    with no_tf32():
         _pairs_pass(features, best, arg, chunk, progress)
     arg[0] = -1
     return best.cpu().numpy(), arg.cpu().numpy()
 
-
-class _no_tf32:
-    def __enter__(self):
-        self.saved = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
-
-    def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32 = self.saved
 
 
 def _pairs_pass(features: torch.Tensor, best: torch.Tensor, arg: torch.Tensor, chunk: int,

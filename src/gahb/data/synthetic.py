@@ -266,7 +266,7 @@ def calpha_contours(n: int, size: Size = 80, alpha: float = 2.0, seed: int = 0,
     Step 1 of Algorithm 2: white noise filtered by |k|^-alpha ("integrated" alpha times).
     Drawn from the same random stream as :func:`calpha_images` with the same arguments.
     """
-    n, (h, w) = _check_n(n), _hw(size)
+    n, (_, w) = _check_n(n), _hw(size)
     _check_variant(variant)
     alpha = _check_exponent("alpha", alpha)
     out = torch.empty(n, w, dtype=torch.float64)

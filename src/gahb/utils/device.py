@@ -26,3 +26,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+class no_tf32:
+    """Context manager: full-precision float32 matmuls on CUDA.
+
+    TF32 (~1e-3 relative error) would reorder near-ties in similarity searches and flip
+    decisions at a threshold; exact searches run without it. A no-op off CUDA.
+    """
+
+    def __enter__(self):
+        self.saved = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        return self
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32 = self.saved
