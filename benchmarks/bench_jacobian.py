@@ -163,7 +163,7 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 4], help="Lanczos block sizes to time")
     ap.add_argument("--probes", type=int, default=64)
     ap.add_argument("--chunk", type=int, default=32, help="vectors per batched pass for the dense J")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[28, 40])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[28, 40], help="small-model sizes (none: 80x80 only)")
     ap.add_argument("--dense-80", choices=["skip", "estimate", "full"], default="estimate",
                     help="80x80 dense J + eigh: skip, extrapolate from 320 of the 6400 columns, or compute it")
     ap.add_argument("--skip-80", action="store_true")
@@ -178,18 +178,21 @@ def main() -> None:
           f"load average {res['load_start']}", flush=True)
 
     # ---------------------------------------------------------------- small model, same image
-    if args.checkpoint:
+    if not args.sizes:
+        pass
+    elif args.checkpoint:
         from gahb.training.checkpoint import load_denoiser
 
         model, _ = load_denoiser(args.checkpoint)
         res["small_model"] = args.checkpoint
     else:
         model, res["small_model"] = cached_model(args.model, max(args.sizes), args.train_steps, args.cache, True)
-    print(f"small model: {res['small_model']}", flush=True)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x_big = images(1, max(args.sizes), seed=99)[0]
-    noise = torch.randn(x_big.shape, generator=torch.Generator().manual_seed(0))
+    if args.sizes:
+        print(f"small model: {res['small_model']}", flush=True)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        x_big = images(1, max(args.sizes), seed=99)[0]
+        noise = torch.randn(x_big.shape, generator=torch.Generator().manual_seed(0))
 
     for size in args.sizes:
         off = (x_big.shape[-1] - size) // 2

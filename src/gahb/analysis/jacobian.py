@@ -69,19 +69,13 @@ def _model_dtype_device(model: nn.Module, y: torch.Tensor) -> tuple[torch.dtype,
 
 
 class _FrozenReLU(nn.Module):
-    """ReLU that records its 0/1 gate on the first pass and then multiplies by that gate."""
+    """Multiplication by a fixed 0/1 gate: a ReLU frozen at the activation pattern of one input."""
 
-    def __init__(self):
+    def __init__(self, gate: torch.Tensor):
         super().__init__()
-        self.gate: torch.Tensor | None = None
-        self.recording = False
+        self.gate = gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.recording:
-            # Same convention as autograd's ReLU derivative: gate 0 where x <= 0.
-            self.gate = (x > 0).to(x.dtype)
-        if self.gate is None:
-            raise RuntimeError("frozen ReLU used before its gate was recorded")
         return x * self.gate
 
 
@@ -104,8 +98,8 @@ def linearize(model: nn.Module, y: torch.Tensor, channels_last: bool = False) ->
     """The frozen-activation linear network of a bias-free ReLU denoiser at ``y``: a module L with L(v) = J(y) v.
 
     The copy has BF-BN folded into the convolutions (:func:`gahb.models.fold_batchnorm`), frozen
-    parameters, and every ReLU replaced by multiplication with the gate it takes on ``y``.
-    Gates have batch size 1 and broadcast over any batch of tangent vectors.
+    parameters, and every ReLU replaced by multiplication with the gate that ReLU takes when the
+    original ``model`` runs on ``y``. Gates have batch size 1 and broadcast over any batch.
     """
     from gahb.models import optimize_for_inference
 
@@ -114,22 +108,36 @@ def linearize(model: nn.Module, y: torch.Tensor, channels_last: bool = False) ->
             f"{type(model).__name__} is not a gahb bias-free ReLU network (conv/BF-BN/ReLU/pool only); "
             "use backend='autograd'"
         )
-    lin = optimize_for_inference(model, channels_last=channels_last, fold=True)
-    gates = []
-    for parent in list(lin.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.ReLU):
-                g = _FrozenReLU()
-                setattr(parent, name, g)
-                gates.append(g)
-    dtype, device = _model_dtype_device(lin, y)
+    # Gates come from the model's own forward pass, not from the folded copy: folding and memory
+    # layout change float rounding, which can flip pre-activations lying within rounding of 0
+    # and give a (slightly) different, equally valid linear piece than the one autograd sees.
+    dtype, device = _model_dtype_device(model, y)
     y = _as_image(y).to(device=device, dtype=dtype)
-    with torch.no_grad():
-        for g in gates:
-            g.recording = True
-        lin(y)
-        for g in gates:
-            g.recording = False
+    gates: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            g = (output > 0).to(output.dtype)  # autograd's ReLU derivative convention: 0 at x <= 0
+            gates[name] = g.contiguous(memory_format=torch.channels_last) if channels_last else g
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.no_grad():
+            model(y)
+    finally:
+        for h in handles:
+            h.remove()
+    lin = optimize_for_inference(model, channels_last=channels_last, fold=True)
+    frozen = []
+    for name, module in list(lin.named_modules()):
+        if isinstance(module, nn.ReLU):
+            parent_name, _, child = name.rpartition(".")
+            parent = lin.get_submodule(parent_name) if parent_name else lin
+            setattr(parent, child, _FrozenReLU(gates[name]))
+            frozen.append(child)
+    if len(frozen) != len(gates):  # pragma: no cover - a ReLU that did not run on y
+        raise RuntimeError(f"recorded {len(gates)} ReLU gates but the copy has {len(frozen)} ReLUs")
     lin.gates = gates  # type: ignore[attr-defined]
     return lin
 
@@ -139,7 +147,8 @@ class JacobianOperator:
 
     Vectors are rows: ``jvp(V)`` maps (B, d) to the rows J v_b, ``vjp(U)`` to J^T u_b, and
     ``sym(V)`` to S v_b with S = (J + J^T)/2. Inputs may be any float dtype (float64 from
-    SciPy); they are cast to the model's dtype and the results are returned in the input's dtype.
+    SciPy); they are cast to the model's dtype and device, and the results are returned on the
+    CPU in the input's dtype.
 
     Args:
         denoiser: a blind denoiser in eval mode (the gahb contract, ``forward(y) -> f(y)``).
@@ -262,8 +271,8 @@ class JacobianOperator:
         for lo in range(0, X.shape[0], self.chunk):
             outs.append(fn(X[lo:lo + self.chunk]).reshape(-1, self.d))
         self.counts[count] += X.shape[0]
-        out = torch.cat(outs).to(in_dtype)
-        return out
+        # Results always come back on the CPU: they feed NumPy/SciPy and float64 bookkeeping.
+        return torch.cat(outs).to(device="cpu", dtype=in_dtype)
 
     def jvp(self, V: torch.Tensor) -> torch.Tensor:
         """Rows J v_b for the rows of ``V`` (B, d) (or images (B, C, H, W))."""

@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the dataset split (for --split test)")
     p.add_argument("--sigma", type=float, nargs="+", default=[0.05, 0.1, 0.2], help="noise levels (pixel scale)")
     p.add_argument("--method", choices=["dense", "topk"], default="dense", help="dense J or matrix-free top-k")
-    p.add_argument("--k", type=int, default=32, help="eigenvectors to compute (topk) or to save (dense)")
+    p.add_argument("--k", type=int, default=32, help="topk: eigenpairs to compute; dense: all are computed, max(k, 256) eigenvectors are saved")
     p.add_argument("--tol", type=float, default=1e-5, help="Lanczos residual tolerance relative to lambda_1")
     p.add_argument("--block", type=int, default=1, help="Lanczos block size (vectors per batched product)")
     p.add_argument("--probes", type=int, default=64, help="Hutchinson probes for the trace")
