@@ -137,7 +137,9 @@ def topk_row(make_op, k: int, tol: float, blocks, dense_total: float | None, w_r
         top, t = timed(run)
         key = f"lanczos_b{block}"
         row[f"{key}_s"], row[f"{key}_products"], row[f"{key}_converged"] = t, top.matvecs, top.converged
-        msg = f"  top-{k} Lanczos block={block}: {t:7.2f}s ({top.matvecs} products of S, converged={top.converged})"
+        row[f"{key}_product_s"] = top.info["product_seconds"]
+        msg = (f"  top-{k} Lanczos block={block}: {t:7.2f}s ({top.matvecs} products of S taking "
+               f"{top.info['product_seconds']:.2f}s, converged={top.converged})")
         if w_ref is not None:
             row[f"{key}_eig_relerr"] = rel_eig_err(top.eigenvalues, w_ref[:k])
             msg += f", max rel. eigenvalue diff to dense {row[f'{key}_eig_relerr']:.1e}"
