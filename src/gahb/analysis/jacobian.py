@@ -408,15 +408,19 @@ class TopK:
 
 
 def _sym_matmat(op) -> callable:
-    """(B, d) float64 numpy -> (B, d) rows S v, for a JacobianOperator, a matrix or a callable."""
+    """(B, d) float64 CPU tensor -> (B, d) rows S v, for a JacobianOperator, a matrix or a callable.
+
+    The Lanczos bookkeeping runs in torch, not NumPy: interleaving NumPy's BLAS thread pool with
+    torch's OpenMP pool makes both spin for the same cores and slowed each product ~2-3x on CPU.
+    """
     if isinstance(op, JacobianOperator):
-        return lambda X: op.sym(torch.from_numpy(np.ascontiguousarray(X))).numpy()
+        return op.sym
     if isinstance(op, (np.ndarray, torch.Tensor)):
-        M = np.asarray(op, dtype=np.float64)
+        M = torch.as_tensor(np.asarray(op, dtype=np.float64))
         M = 0.5 * (M + M.T)
         return lambda X: X @ M  # M symmetric: rows of (M X^T)^T
     if callable(op):
-        return op
+        return lambda X: torch.as_tensor(np.asarray(op(X.numpy()), dtype=np.float64))
     raise TypeError("op must be a JacobianOperator, a square matrix or a callable on (B, d) arrays")
 
 
@@ -457,7 +461,7 @@ def topk_eigs(op, k: int = 32, *, tol: float = 1e-5, method: str = "lanczos", bl
 
         def mv(x):
             count[0] += 1
-            return matmat(np.asarray(x, dtype=np.float64).reshape(1, d))[0]
+            return matmat(torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(1, d)))[0].numpy()
 
         lo = LinearOperator((d, d), matvec=mv, dtype=np.float64)
         start = v0 if v0 is not None else rng.standard_normal(d)
@@ -465,7 +469,7 @@ def topk_eigs(op, k: int = 32, *, tol: float = 1e-5, method: str = "lanczos", bl
         w, V = eigsh(lo, k=k, which="LA", tol=tol, v0=start, ncv=ncv)
         order = np.argsort(w)[::-1]
         w, V = w[order], V[:, order]
-        R = matmat(V.T).T - V * w
+        R = matmat(torch.from_numpy(np.ascontiguousarray(V.T))).numpy().T - V * w
         res = np.linalg.norm(R, axis=0)
         count[0] += k  # the explicit residual check above
         return TopK(w, V, res, count[0], bool(np.all(res <= 10 * tol * abs(w[0]) + 1e-12)),
@@ -475,24 +479,25 @@ def topk_eigs(op, k: int = 32, *, tol: float = 1e-5, method: str = "lanczos", bl
     return _block_lanczos(matmat, d, k, tol, block, max_basis, max_matvecs, v0, rng, t0, progress)
 
 
-def _orthonormalize(X: np.ndarray, V: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+def _orthonormalize(X: torch.Tensor, V: torch.Tensor | None, rng: np.random.Generator) -> torch.Tensor:
     """Rows of X made orthonormal and orthogonal to the rows of V (two Gram-Schmidt passes)."""
     for _ in range(2):
         if V is not None and V.shape[0]:
             X = X - (X @ V.T) @ V
-        Q, R = np.linalg.qr(X.T)
+        Q, R = torch.linalg.qr(X.T)
         X = Q.T
     # A rank-deficient block (invariant subspace found): refill those directions at random.
-    small = np.abs(np.diag(R)) < 1e-10 * max(1.0, np.abs(np.diag(R)).max(initial=0.0))
-    if small.any():
-        Z = rng.standard_normal((int(small.sum()), X.shape[1]))
+    diag = torch.diagonal(R).abs()
+    small = diag < 1e-10 * max(1.0, float(diag.max()))
+    if bool(small.any()):
+        Z = torch.from_numpy(rng.standard_normal((int(small.sum()), X.shape[1])))
         if V is not None and V.shape[0]:
             Z = Z - (Z @ V.T) @ V
         keep = X[~small]
         Z = Z - (Z @ keep.T) @ keep
-        Z = np.linalg.qr(Z.T)[0].T
-        X = np.concatenate([keep, Z])
-    return X
+        Z = torch.linalg.qr(Z.T)[0].T
+        X = torch.cat([keep, Z])
+    return X.contiguous()
 
 
 def _block_lanczos(matmat, d, k, tol, b, max_basis, max_matvecs, v0, rng, t0, progress) -> TopK:
@@ -503,30 +508,31 @@ def _block_lanczos(matmat, d, k, tol, b, max_basis, max_matvecs, v0, rng, t0, pr
     max_basis = min(d, max(max_basis, k + 2 * b))
     if max_matvecs is None:
         max_matvecs = max(20 * max_basis, 4 * d)
+    f64 = torch.float64
     start = rng.standard_normal((b, d))
     if v0 is not None:
         start[0] = np.asarray(v0, dtype=np.float64).reshape(-1)
-    X = _orthonormalize(start, None, rng)
+    X = _orthonormalize(torch.from_numpy(start), None, rng)
     cap = max_basis + b
-    Vbuf = np.zeros((cap, d))   # orthonormal basis rows V[:m]
-    Wbuf = np.zeros((cap, d))   # W[:m] = rows of S V
-    H = np.zeros((cap, cap))    # H[:m, :m] = V S V^T
+    Vbuf = torch.zeros((cap, d), dtype=f64)  # orthonormal basis rows V[:m]
+    Wbuf = torch.zeros((cap, d), dtype=f64)  # W[:m] = rows of S V
+    H = torch.zeros((cap, cap), dtype=f64)   # H[:m, :m] = V S V^T
     m = 0
     matvecs, restarts, checks = 0, 0, 0
     t_products = 0.0
-    theta = np.zeros(0)
-    res, scale = np.array([np.inf]), 1.0
+    theta = s = None
+    res, scale = torch.tensor([float("inf")]), 1.0
     converged = False
     next_check = k
     bar = _progress(max_matvecs, "Lanczos", progress)
     while True:
         tp = time.perf_counter()
-        SX = matmat(X)
+        SX = matmat(X).to(f64)
         t_products += time.perf_counter() - tp
         nb = X.shape[0]
         matvecs += nb
         bar.update(nb)
-        V, W = Vbuf[:m], Wbuf[:m]
+        V = Vbuf[:m]
         top = V @ SX.T
         H[:m, m:m + nb] = top
         H[m:m + nb, :m] = top.T
@@ -538,14 +544,13 @@ def _block_lanczos(matmat, d, k, tol, b, max_basis, max_matvecs, v0, rng, t0, pr
         full = m + b > max_basis or matvecs >= max_matvecs or m >= d
         if m >= k and (m >= next_check or full):
             checks += 1
-            theta, s = np.linalg.eigh(H[:m, :m])
-            order = np.argsort(theta)[::-1]
-            theta, s = theta[order], s[:, order]
+            theta, s = torch.linalg.eigh(H[:m, :m])
+            theta, s = theta.flip(0), s.flip(1)  # descending
             Sk = s[:, :k]
             R = Sk.T @ W - theta[:k, None] * (Sk.T @ V)
-            res = np.linalg.norm(R, axis=1)
-            scale = max(abs(theta[0]), 1e-300)
-            worst = res.max() / scale
+            res = torch.linalg.norm(R, dim=1)
+            scale = max(abs(float(theta[0])), 1e-300)
+            worst = float(res.max()) / scale
             bar.set_postfix(res=f"{worst:.1e}")
             if worst <= tol:
                 converged = True
@@ -560,10 +565,10 @@ def _block_lanczos(matmat, d, k, tol, b, max_basis, max_matvecs, v0, rng, t0, pr
                 # whole old basis) continues the Krylov expansion.
                 keep = max(k + b, min(m - 2 * b, (max_basis + k) // 2))
                 nextX = _orthonormalize(SX - (SX @ V.T) @ V, V, rng)
-                Vbuf[:keep] = s[:, :keep].T @ V
-                Wbuf[:keep] = s[:, :keep].T @ W
-                H[:] = 0.0
-                H[np.arange(keep), np.arange(keep)] = theta[:keep]
+                newV, newW = s[:, :keep].T @ V, s[:, :keep].T @ W
+                Vbuf[:keep], Wbuf[:keep] = newV, newW
+                H.zero_()
+                H[torch.arange(keep), torch.arange(keep)] = theta[:keep]
                 m = keep
                 restarts += 1
                 X = nextX
@@ -572,21 +577,22 @@ def _block_lanczos(matmat, d, k, tol, b, max_basis, max_matvecs, v0, rng, t0, pr
         if m + X.shape[0] > d:
             X = X[: d - m]
     bar.close()
-    if theta.size < k:  # pragma: no cover - guarded by the loop condition
+    if theta is None:  # pragma: no cover - guarded by the loop condition
         raise RuntimeError("Lanczos stopped before k Ritz values were available")
     V = Vbuf[:m]
-    E = V.T @ s[:, :k]
+    E0 = V.T @ s[:, :k]
     # Re-orthonormalise against float drift (changes nothing measurable when converged).
-    E, _ = np.linalg.qr(E)
-    E *= np.sign(np.sum(E * (V.T @ s[:, :k]), axis=0))
+    E = torch.linalg.qr(E0)[0]
+    E = E * torch.sign((E * E0).sum(0))
+    res = res.numpy()
     if not converged:
         warnings.warn(
             f"Lanczos did not reach tol={tol:g} within {matvecs} products (max residual "
             f"{res.max() / scale:.2e} relative); the float32 network may limit accuracy near 1e-6",
             RuntimeWarning, stacklevel=3)
-    return TopK(theta[:k].copy(), E, res, matvecs, converged, time.perf_counter() - t0, "lanczos", tol,
-                {"block": b, "max_basis": max_basis, "restarts": restarts, "checks": checks,
-                 "product_seconds": t_products})
+    return TopK(theta[:k].numpy().copy(), E.numpy(), res, matvecs, converged, time.perf_counter() - t0, "lanczos",
+                tol, {"block": b, "max_basis": max_basis, "restarts": restarts, "checks": checks,
+                      "product_seconds": t_products})
 
 
 # --------------------------------------------------------------------------------------------
