@@ -13,24 +13,9 @@ import os
 
 import numpy as np
 
+from gahb.report.figures import pyplot, save_figure
+
 CMAP = "RdBu_r"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path) -> None:
-    if path is None:
-        return
-    from gahb.utils.io import _atomic
-
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
 def _gray(ax, img, title=None) -> None:
@@ -76,7 +61,7 @@ def eigenvector_montage(basis, indices=None, *, every=None, start=None, count=21
 
     ``images``: optional list of (label, image) shown first in grayscale (clean, noisy, denoised).
     """
-    plt = _plt()
+    plt = pyplot()
     idx = list(indices) if indices is not None else montage_indices(basis.k, every, start, count)
     panels = len(idx) + (len(images) if images else 0)
     ncols = min(ncols, panels)
@@ -99,13 +84,13 @@ def eigenvector_montage(basis, indices=None, *, every=None, start=None, count=21
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
 def spectrum_figure(analyses, labels=None, path=None, title="Jacobian spectrum"):
     """lambda_k against k, one line per noise level (``analyses``: SigmaAnalysis list)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for i, r in enumerate(analyses):
         lab = labels[i] if labels else f"\u03c3={r.sigma:g}"
@@ -115,16 +100,17 @@ def spectrum_figure(analyses, labels=None, path=None, title="Jacobian spectrum")
     ax.set_ylabel("\u03bb_k (shrinkage factor)")
     if max(r.basis.k for r in analyses) > 50:
         ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)  # symlog would otherwise pad to negative k
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
 def coefficients_figure(analysis, path=None, title=None):
     """|<x, e_k>| (clean) and |<y, e_k>| (noisy) against k, log scale: sparsity in the adaptive basis."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     k = np.arange(analysis.basis.k)
     ax.semilogy(k, np.abs(analysis.coef_y) + 1e-12, ".", ms=2, alpha=0.6, label="|<y, e_k>| noisy")
@@ -135,7 +121,7 @@ def coefficients_figure(analysis, path=None, title=None):
     ax.set_title(title or f"coefficients in the adaptive basis, \u03c3={analysis.sigma:g}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -144,7 +130,7 @@ def effective_dimension_figure(image_analyses, labels=None, path=None):
 
     ``image_analyses``: one or several :class:`~gahb.analysis.adaptive_basis.ImageAnalysis`.
     """
-    plt = _plt()
+    plt = pyplot()
     if not isinstance(image_analyses, (list, tuple)):
         image_analyses = [image_analyses]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.6, 3.4))
@@ -171,7 +157,7 @@ def effective_dimension_figure(image_analyses, labels=None, path=None):
         a1.legend(fontsize=8)
     a2.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -181,7 +167,7 @@ def comparison_figure(image_analyses, labels, sigma=None, *, count=10, every=Non
     Each row: clean, noisy, denoised, then ``count`` eigenvectors; a last row overlays the spectra
     and the coefficient decays.
     """
-    plt = _plt()
+    plt = pyplot()
     rows = []
     for ia in image_analyses:
         pick = ia.results[0] if sigma is None else min(ia.results, key=lambda r: abs(r.sigma - sigma))
@@ -205,19 +191,20 @@ def comparison_figure(image_analyses, labels, sigma=None, *, count=10, every=Non
         a2.semilogy(np.arange(r.basis.k), np.abs(r.coef_x) + 1e-12, ".", ms=2, label=lab)
     if k > 50:
         a1.set_xscale("symlog", linthresh=10)
+        a1.set_xlim(left=0)
     a1.set_xlabel("k")
     a1.set_ylabel("\u03bb_k")
     a1.legend(fontsize=8)
     a2.set_xlabel("k")
     a2.set_ylabel("|<x, e_k>|")
     a2.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
 def write_all(image_analysis, out_dir, *, every=None, start=None, count=21, prefix="") -> list[str]:
     """Every figure of one image analysis into ``out_dir``; returns the file names written."""
-    plt = _plt()
+    plt = pyplot()
     os.makedirs(out_dir, exist_ok=True)
     names = []
     for r in image_analysis.results:

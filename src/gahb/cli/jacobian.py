@@ -149,9 +149,10 @@ def run(args) -> int:
                   f"asymmetry {n['asymmetry']:.3f}, SURE {n['sure']['mse_sure']:.2e} vs MSE {n['mse_true']:.2e}, "
                   f"|Jy-f(y)|/|f(y)| = {n['identities']['linear']:.1e}")
     if len(analyses) == 2 and not args.no_figures:
-        from gahb.analysis.jacobian_figures import _plt, comparison_figure, effective_dimension_figure
+        from gahb.analysis.jacobian_figures import comparison_figure, effective_dimension_figure
+        from gahb.report.figures import pyplot
 
-        plt = _plt()
+        plt = pyplot()
         for s in cfg.sigmas:
             plt.close(comparison_figure(analyses, labels, sigma=s, every=args.every, start=args.start,
                                         path=out / f"comparison_sigma{s:g}.png"))
