@@ -14,10 +14,10 @@ Presets
 ``standard``
     A CPU-sized version for 28x28 Fashion-MNIST with the small UNet (2 blocks, width 32):
     batch 64, 10 epochs of 20,000 images (200k images seen, about 3,130 steps), lr 1e-3 halved
-    after epochs 3, 6 and 9. About 10-15 minutes on two CPU cores.
+    after epochs 3, 6 and 9. About half an hour on two CPU cores (~120 images/s).
 ``quick``
     A smoke-test schedule: batch 64, 4 epochs of 5,000 images (20k images, about 320 steps),
-    lr halved once after epoch 2. About a minute on two CPU cores.
+    lr halved once after epoch 2. A few minutes on two CPU cores (3-7 min measured).
 
 The scaled-down presets keep everything but the budget: same loss, noise law, optimizer, tiling
 rule and halving-by-epoch structure. The paper halves every 10% of the run and ends at lr/512; a
