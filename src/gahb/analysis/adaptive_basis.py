@@ -160,7 +160,10 @@ def analyze_sigma(denoiser: nn.Module, x: torch.Tensor, sigma: float, cfg: Jacob
     sure = spectral.sure_mse(yf, fy, trace["effective_dimension"], sigma)
     num["sure"] = {"mse_sure": sure, "mse_true": mse, "difference": sure - mse,
                    "psnr_sure": spectral.psnr_from_mse(sure) if sure > 0 else None,
-                   "trace_stderr_contribution": 2 * sigma**2 * trace["effective_dimension_stderr"] / d}
+                   "trace_stderr_contribution": 2 * sigma**2 * trace["effective_dimension_stderr"] / d,
+                   # SURE is unbiased over noise draws but one draw fluctuates: its term
+                   # sigma^2 (||z||^2/d - 1) alone has this standard deviation.
+                   "single_draw_sd": sigma**2 * math.sqrt(2.0 / d)}
     coef_x, coef_y = basis.coefficients(xf), basis.coefficients(yf)
     num["eigenvalues"] = basis.eigenvalues
     num["oracle"] = spectral.oracle_error(basis, xf, sigma,

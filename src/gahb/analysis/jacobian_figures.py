@@ -143,13 +143,18 @@ def effective_dimension_figure(image_analyses, labels=None, path=None):
         true = [r.numbers["mse_true"] for r in ia.results]
         a2.plot(s, true, "o-", color=color, ms=3, label=f"true MSE{' ' + lab if lab else ''}")
         a2.plot(s, sure, "x--", color=color, ms=4, label=f"SURE{' ' + lab if lab else ''}")
-    a1.set_xscale("log")
-    a1.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    for ax in (a1, a2):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        sig = sorted({r.sigma for ia in image_analyses for r in ia.results})
+        ax.set_xticks(sig)
+        ax.set_xticklabels([f"{v:g}" for v in sig])
+        ax.xaxis.set_minor_formatter(NullFormatter())  # only the analysed sigmas are labelled
     a1.set_xlabel("\u03c3")
     a1.set_ylabel("tr J (effective dimension)")
     a1.set_title("effective dimensionality (\u00b12 s.e.)", fontsize=10)
-    a2.set_xscale("log")
-    a2.set_yscale("log")
     a2.set_xlabel("\u03c3")
     a2.set_ylabel("MSE per pixel")
     a2.set_title("SURE (eq. 7) vs true MSE", fontsize=10)
