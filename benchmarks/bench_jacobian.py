@@ -18,8 +18,9 @@ C^alpha images so that its Jacobian has a denoiser-like spectrum, or ``--checkpo
 Times are wall-clock seconds on whatever CPU this runs on; the load average is printed because the
 machine may be shared.
 
-    python benchmarks/bench_jacobian.py                      # ~10 min on 2 quiet cores
-    python benchmarks/bench_jacobian.py --dense-80 full      # + ~10 min: the full 80x80 dense J
+    python benchmarks/bench_jacobian.py                      # ~5 min on 2 cores (+4 min first-time training)
+    python benchmarks/bench_jacobian.py --train-80 0 100 --dense-80 full   # ~15 min: also a briefly
+                                                             # trained unet-80, full 80x80 dense J + eigh
 """
 
 from __future__ import annotations
@@ -257,9 +258,10 @@ def main() -> None:
         print(f"\n[80x80] {desc}", flush=True)
         op1 = JacobianOperator(big, y, check=False)
         _, t_fwd = timed(lambda: op1.jvp(torch.randn(1, 6400)))
+        op1.vjp(torch.randn(1, 6400))  # the first J^T v builds the cached reverse graph
         _, t_bwd = timed(lambda: op1.vjp(torch.randn(1, 6400)))
         row["jvp_s"], row["vjp_s"] = t_fwd, t_bwd
-        print(f"  one J v {t_fwd:.3f}s, one J^T v {t_bwd:.3f}s (batch of 1)", flush=True)
+        print(f"  one J v {t_fwd:.3f}s, one J^T v {t_bwd:.3f}s (batch of 1, graph cached)", flush=True)
         topk_row(lambda: JacobianOperator(big, y, chunk=8, channels_last=True), args.k, args.tol, args.blocks[:1],
                  None, None, row, "")
         top = row.pop("_last_top")
