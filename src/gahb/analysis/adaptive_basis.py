@@ -19,6 +19,7 @@ from torch import nn
 
 from gahb.analysis import spectral
 from gahb.analysis.jacobian import JacobianOperator, jacobian, topk_eigs, trace_exact, trace_hutchinson
+from gahb.models.base import as_single_image
 
 METHODS = ("dense", "topk")
 
@@ -179,14 +180,7 @@ def analyze_image(denoiser: nn.Module, x: torch.Tensor, cfg: JacobianAnalysisCon
     from tqdm.auto import tqdm
 
     cfg = cfg or JacobianAnalysisConfig()
-    if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(np.asarray(x))
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim == 4 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim != 3:
-        raise ValueError(f"x must be one clean image (C, H, W); got shape {tuple(x.shape)}")
+    x = as_single_image(x, "x (one clean image)")
     g = torch.Generator().manual_seed(cfg.seed)
     noise = torch.randn((1, *x.shape), generator=g, dtype=torch.float64)
     results = [analyze_sigma(denoiser, x, s, cfg, noise, progress)

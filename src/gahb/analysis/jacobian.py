@@ -31,7 +31,6 @@ network is neither a per-sample function nor the one used for sampling (spec 10.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings

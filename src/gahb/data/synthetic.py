@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gahb.models.base import as_single_image
+
 __all__ = [
     "BLOCK",
     "SYNTHETIC_NAMES",
@@ -670,14 +672,7 @@ def sinusoid_images(params, size: Size = 80, axis: str = "x") -> torch.Tensor:
 
 
 def _as_image(image) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(image) if not torch.is_tensor(image) else image)
-    x = x.to(torch.float32)
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim == 4 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim != 3:
-        raise ValueError(f"base image must be (H, W), (C, H, W) or (1, C, H, W), got {tuple(x.shape)}")
+    x = as_single_image(image, "base image").to(torch.float32)
     if not torch.isfinite(x).all():
         raise ValueError("base image contains non-finite values")
     return x

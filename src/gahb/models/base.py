@@ -47,3 +47,21 @@ class ResidualDenoiser(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (the paper's Table 1 counts BF-BN gains too)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def as_single_image(x, name: str = "image") -> torch.Tensor:
+    """One image as a (C, H, W) tensor, from (H, W), (C, H, W) or (1, C, H, W) tensors or arrays.
+
+    The dtype is kept; anything else raises a ``ValueError`` naming ``name``.
+    """
+    if not isinstance(x, torch.Tensor):
+        import numpy as np
+
+        x = torch.as_tensor(np.asarray(x))
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 3:
+        raise ValueError(f"{name} must be (H, W), (C, H, W) or (1, C, H, W); got shape {tuple(x.shape)}")
+    return x
