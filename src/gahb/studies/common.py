@@ -1,0 +1,213 @@
+"""What every study shares: the study contract, result files, claims, reuse of trained runs.
+
+The study contract (each module ``gahb.studies.<name>`` listed in :data:`gahb.studies.STUDIES`):
+
+* ``Config``: a dataclass of everything the study computes from (with ``device`` and ``threads``),
+* ``PRESETS``: ``{"test" | "quick" | "standard" | "paper": Config}`` (``test`` is for the test suite),
+* ``run(config, out_dir, *, progress=True, preset=None) -> dict``: does the work, reusing finished training runs
+  and resuming unfinished ones found under ``out_dir``, and writes ``out_dir/results.json``
+  (see :func:`finish`) and the figures it lists.
+
+The results dict has the keys of :data:`RESULT_KEYS`: ``claims`` sets the paper's statement beside
+our measured value (the report renders them as a table), ``numbers`` holds every measured number
+(study-specific, JSON-able, all finite), ``figures`` lists ``{"path": relative to out_dir,
+"caption": ...}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gahb.utils.io import atomic_write_json, read_json
+
+RESULT_KEYS = ("study", "preset", "config", "claims", "numbers", "figures", "wall_time_s",
+               "environment", "command")
+
+
+# -- configs -------------------------------------------------------------------------------------
+def config_to_dict(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def _parse_value(text: str, current: Any) -> Any:
+    """Parse a ``--set`` value: JSON first (numbers, lists, null, true), else the raw string."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    return value
+
+
+def apply_overrides(cfg, overrides: list[str] | dict | None):
+    """A copy of the dataclass ``cfg`` with ``["key=value", ...]`` (or a dict) applied.
+
+    Unknown keys are an error that lists the valid ones.
+    """
+    if not overrides:
+        return cfg
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+            key, text = item.split("=", 1)
+            key = key.strip().replace("-", "_")
+            if key not in fields:
+                raise ValueError(f"unknown setting {key!r} for {type(cfg).__name__}; valid: {sorted(fields)}")
+            items.append((key, _parse_value(text, getattr(cfg, key))))
+    for key, _ in items:
+        if key not in fields:
+            raise ValueError(f"unknown setting {key!r} for {type(cfg).__name__}; valid: {sorted(fields)}")
+    return dataclasses.replace(cfg, **dict(items))
+
+
+# -- environment -----------------------------------------------------------------------------------
+def git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: str | None = None) -> dict:
+    """Versions, git revision, device and CPU facts recorded beside every result."""
+    import numpy
+    import torch
+
+    import gahb
+
+    env = {
+        "gahb": gahb.__version__,
+        "git_revision": git_revision(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device) if device is not None else "cpu",
+    }
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def command_line() -> str:
+    """The command that is running, as typed (``gahb ...`` when run through the console script)."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name in ("gahb", "__main__.py"):
+        argv[0] = "gahb"
+    return " ".join(argv)
+
+
+# -- claims and results ----------------------------------------------------------------------------
+def claim(name: str, paper: Any, measured: Any, passed: bool | None, target: str = "",
+          detail: str = "") -> dict:
+    """One row of a study's claims table: the paper's statement beside our measurement.
+
+    ``passed`` is None where the comparison is informative only (no acceptance target).
+    """
+    return {"name": name, "paper": paper, "measured": measured, "target": target,
+            "passed": None if passed is None else bool(passed), "detail": detail}
+
+
+def _check_finite(obj: Any, where: str = "numbers") -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ValueError(f"non-finite value at {where}")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_finite(v, f"{where}[{i}]")
+
+
+def finish(out_dir: str | os.PathLike, study: str, preset: str | None, config, claims: list[dict],
+           numbers: dict, figures: list[dict], started: float, device: str | None = None,
+           allow_nonfinite: bool = False) -> dict:
+    """Assemble the results dict and write ``out_dir/results.json`` atomically; returns it.
+
+    Non-finite measured numbers are refused (a NaN in a report hides a bug) unless
+    ``allow_nonfinite``; write ``None`` for a quantity that does not exist.
+    """
+    out = Path(out_dir)
+    for fig in figures:
+        if not (out / fig["path"]).is_file():
+            raise FileNotFoundError(f"study {study}: figure {fig['path']} was listed but not written")
+    if not allow_nonfinite:
+        _check_finite(numbers)
+    results = {
+        "study": study,
+        "preset": preset,
+        "config": config_to_dict(config),
+        "claims": claims,
+        "numbers": numbers,
+        "figures": figures,
+        "wall_time_s": round(time.time() - started, 2),
+        "environment": environment(device),
+        "command": command_line(),
+    }
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def load_results(out_dir: str | os.PathLike) -> dict | None:
+    path = Path(out_dir) / "results.json"
+    return read_json(path) if path.is_file() else None
+
+
+# -- training runs ---------------------------------------------------------------------------------
+def train_or_reuse(train_cfg, train_images, test_images, run_dir: str | os.PathLike, *,
+                   progress: bool = True, data_info: dict | None = None):
+    """Train a denoiser in ``run_dir``, or reuse/resume the run already there; returns the eval-mode model.
+
+    A finished run with the same configuration and data returns at once; an interrupted one resumes
+    from its last checkpoint (bit-identically); a run with a different configuration is an error
+    (delete the folder or choose another ``out_dir``).
+    """
+    from gahb.training.checkpoint import load_denoiser
+    from gahb.training.loop import train
+    from gahb.utils.device import resolve_device
+
+    train(train_cfg, train_images, test_images, run_dir, progress=progress, data_info=data_info,
+          resume="auto")
+    model, _ = load_denoiser(run_dir, device=resolve_device(train_cfg.device))
+    return model
+
+
+class Stopwatch:
+    """Wall time per named stage, for the results' ``numbers['timing_s']``."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        dt = now - self._t
+        self.stages[name] = round(self.stages.get(name, 0.0) + dt, 2)
+        self._t = now
+        return dt
