@@ -12,6 +12,9 @@ A *dataset spec* names a source:
 ``celeba:/path/img_align_celeba``   CelebA with the paper's crop/resize (default 80x80)
 ``lsun:/path``                      LSUN images, top-left 256 crop, resize (default 80x80)
 ``/path/to/prepared/dir``           a directory written by :func:`prepare_dataset`
+``synthetic:calpha:alpha=2,size=32``  generated on the fly (:mod:`gahb.data.synthetic`; also
+                                    ``synthetic:disks?size=32&min_radius=3``); no cache, no
+                                    dedup; :func:`load_split` only (see :func:`synthetic_split`)
 ==================================  ===========================================================
 
 Preparing a dataset reads it once, converts it to grayscale (by default), deduplicates it
@@ -109,6 +112,9 @@ def parse_dataset_spec(spec: str | os.PathLike) -> DatasetSpec:
         return DatasetSpec("prepared", path.resolve(), None, text)
     if path.suffix.lower() in (".npy", ".npz") and path.is_file():
         return DatasetSpec("npy", path.resolve(), None, text)
+    if kind == "synthetic":
+        raise ValueError(f"{text!r} is generated on the fly, not prepared: use it with load_split / "
+                         "`gahb train --dataset` (see gahb.data.datasets.synthetic_split)")
     hint = (f"{text!r} is a folder without manifest.json; use 'folder:{text}', 'celeba:{text}' or "
             f"'lsun:{text}' to prepare it" if path.is_dir() else f"unknown dataset spec {text!r}")
     raise ValueError(f"{hint}. Accepted: fashion-mnist, fashion-mnist:DIR, folder:DIR, npy:FILE.npy, "
@@ -486,9 +492,12 @@ def load_split(dataset: str = "fashion-mnist", n: int = 1000, subset: str = "s1"
     S1 and S2 are disjoint halves of one seeded permutation of the deduplicated pool, nested in
     n; the test set (default min(1000, P // 10) images) depends on ``seed`` and ``n_test`` only.
     n above the half size raises ValueError naming the maximum N. Pass ``pool`` to reuse an
-    already opened pool.
+    already opened pool. A ``synthetic:...`` spec is generated instead (:func:`synthetic_split`).
     """
     subset = check_subset(subset)
+    if is_synthetic_spec(dataset):
+        return synthetic_split(dataset, n=n, subset=subset, seed=seed, n_test=n_test, size=size,
+                               progress=progress)
     if pool is None:
         pool = load_pool(dataset, size=size, cache_dir=cache_dir, dedup=dedup, channels=channels,
                          threshold=threshold, progress=progress)
@@ -509,3 +518,78 @@ def load_split(dataset: str = "fashion-mnist", n: int = 1000, subset: str = "s1"
     }
     return Split(train=pool.get(train_idx), test=pool.get(split.test), train_indices=train_idx,
                  test_indices=split.test.copy(), info=info)
+
+
+# ------------------------------------------------------------------------------------------------
+# Synthetic datasets (generated, not prepared)
+
+SYNTHETIC_PREFIX = "synthetic:"
+SYNTHETIC_N_TEST = 1000
+
+
+def is_synthetic_spec(dataset) -> bool:
+    """True for ``synthetic:NAME[:k=v,...]`` (or ``synthetic:NAME?k=v&...``) specs."""
+    return isinstance(dataset, str) and dataset.strip().lower().startswith(SYNTHETIC_PREFIX)
+
+
+def parse_synthetic_dataset(dataset: str) -> tuple[str, dict]:
+    """``"synthetic:calpha:alpha=2,size=32"`` or ``"synthetic:calpha?alpha=2&size=32"`` -> (name, kwargs)."""
+    from gahb.data.synthetic import parse_synthetic_spec
+
+    if not is_synthetic_spec(dataset):
+        raise ValueError(f"not a synthetic dataset spec: {dataset!r} (expected 'synthetic:NAME:key=value,...')")
+    body = dataset.strip()[len(SYNTHETIC_PREFIX):]
+    if "?" in body:  # URL-like form: name?k=v&k=v
+        name, _, query = body.partition("?")
+        body = f"{name}:{query.replace('&', ',')}"
+    name, kw = parse_synthetic_spec(body)
+    for key in ("n", "seed"):
+        if key in kw:
+            raise ValueError(f"synthetic dataset spec {dataset!r}: {key!r} is not part of the spec; the "
+                             "training-set size and seed come from load_split (gahb train --n / --data-seed)")
+    return name, kw
+
+
+def synthetic_split(dataset: str, n: int = 1000, subset: str = "s1", seed: int = 0, n_test: int | None = None,
+                    size: int | None = None, progress: bool = False) -> Split:
+    """Training subset and test set of a generated synthetic dataset (spec section 8).
+
+    The three sets come from independent generator streams: test ``3 * seed``, S1 ``3 * seed + 1``,
+    S2 ``3 * seed + 2`` (so they are disjoint with probability one, and S1(n) is a prefix of S1(m)
+    for n < m, as for prepared pools). The image size is the spec's ``size`` or ``size`` (they
+    must agree when both are given; default 80, the paper's). ``n_test`` defaults to 1000.
+    """
+    from gahb.data.synthetic import SyntheticConfig
+
+    subset = check_subset(subset)
+    name, kw = parse_synthetic_dataset(dataset)
+    spec_size = kw.pop("size", None)
+    if spec_size is not None and size is not None and spec_size != size:
+        raise ValueError(f"{dataset!r} has size={spec_size} but size={size} was requested")
+    size = spec_size if spec_size is not None else (size if size is not None else 80)
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n_test = SYNTHETIC_N_TEST if n_test is None else int(n_test)
+    if n_test < 1:
+        raise ValueError(f"n_test must be a positive integer, got {n_test}")
+    seed = int(seed)
+    train_seed = 3 * seed + (1 if subset == "s1" else 2)
+    train_cfg = SyntheticConfig(name=name, n=int(n), size=size, seed=train_seed, params=kw)
+    test_cfg = SyntheticConfig(name=name, n=n_test, size=size, seed=3 * seed, params=kw)
+    train_images = train_cfg.generate(progress=progress)
+    test_images = test_cfg.generate(progress=False)
+    info = {
+        "dataset": str(dataset),
+        "synthetic": name,
+        "params": train_cfg.to_dict()["params"],
+        "image_shape": list(train_images.shape[1:]),
+        "n": int(n),
+        "subset": subset,
+        "seed": seed,
+        "n_test": n_test,
+        "train_seed": train_seed,
+        "test_seed": 3 * seed,
+        "split_method": "synthetic-streams-v1",
+    }
+    return Split(train=train_images, test=test_images, train_indices=np.arange(int(n), dtype=np.int64),
+                 test_indices=np.arange(n_test, dtype=np.int64), info=info)

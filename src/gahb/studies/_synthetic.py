@@ -1,0 +1,95 @@
+"""Helpers shared by the synthetic-data studies (calpha, manifold, shuffled); not a study itself."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def setup_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def resolve_runs_dir(runs_dir: str | None, out_dir: str | os.PathLike) -> Path:
+    """Where trained runs live: ``runs_dir`` when given (keep it out of docs/), else ``out_dir/runs``."""
+    return Path(runs_dir) if runs_dir else Path(out_dir) / "runs"
+
+
+def model_config(model):
+    """A ModelConfig from a preset name ("unet-small") or a dict of ModelConfig fields."""
+    from gahb.models import MODEL_PRESETS, ModelConfig
+
+    if isinstance(model, str):
+        if model not in MODEL_PRESETS:
+            raise ValueError(f"unknown model preset {model!r}; choose one of {sorted(MODEL_PRESETS)} "
+                             "or give a dict of ModelConfig fields")
+        return ModelConfig.from_dict(MODEL_PRESETS[model].to_dict())
+    if isinstance(model, dict):
+        base = MODEL_PRESETS["unet-small"].to_dict()
+        base.update(model)
+        return ModelConfig.from_dict(base)
+    raise TypeError(f"model must be a preset name or a dict, got {type(model).__name__}")
+
+
+def train_config(cfg, n_train: int, seed: int | None = None):
+    """The TrainConfig of a study config with the shared training fields.
+
+    Fields used: ``train_preset``, ``model``, ``epochs``, ``images_per_epoch`` (None: one pass
+    over the ``n_train`` images per epoch), ``batch_size``, ``lr``, ``lr_halve_every``,
+    ``eval_images``, ``seed``, ``device``.
+    """
+    from gahb.training.config import make_config
+
+    ipe = cfg.images_per_epoch if cfg.images_per_epoch else n_train
+    return make_config(cfg.train_preset, model=model_config(cfg.model), epochs=int(cfg.epochs),
+                       images_per_epoch=int(ipe), batch_size=int(cfg.batch_size), lr=float(cfg.lr),
+                       lr_halve_every=cfg.lr_halve_every, lr_halve_unit="epoch",
+                       eval_images=int(cfg.eval_images), eval_every=1, eval_unit="epoch",
+                       seed=int(cfg.seed if seed is None else seed), device=cfg.device)
+
+
+def run_summary(run_dir: str | os.PathLike) -> dict:
+    """The last evaluation of a run (step, images seen, losses, PSNRs, wall time), JSON-able."""
+    from gahb.training.loop import read_metrics
+
+    recs = read_metrics(run_dir)
+    if not recs:
+        return {}
+    last = recs[-1]
+    keep = {k: last[k] for k in ("step", "epoch", "images_seen", "train_loss", "test_loss", "test_psnr",
+                                 "train_psnr", "lr", "images_per_s", "wall_time") if k in last}
+    return _finite(keep)
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def fixed_noise_image(shape, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randn(tuple(shape), generator=g)
+
+
+def jacobian_analysis(denoiser, x: torch.Tensor, sigma: float, *, k: int = 32, dense_max: int = 4096,
+                      seed: int = 0, progress: bool = False):
+    """Eigen-analysis of the denoiser Jacobian at y = x + sigma z (paper section 3; spec 7.2).
+
+    Dense J and a full eigendecomposition of its symmetric part when d <= ``dense_max``, else the
+    top ``k`` eigenpairs by Lanczos. Returns a :class:`gahb.analysis.adaptive_basis.SigmaAnalysis`.
+    """
+    from gahb.analysis.adaptive_basis import JacobianAnalysisConfig, analyze_sigma
+
+    d = int(np.prod(x.shape[-3:]))
+    method = "dense" if d <= dense_max else "topk"
+    jcfg = JacobianAnalysisConfig(sigmas=[float(sigma)], method=method, k=min(int(k), d - 1), seed=int(seed))
+    return analyze_sigma(denoiser, x, float(sigma), jcfg, progress=progress)
