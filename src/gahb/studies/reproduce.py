@@ -1,0 +1,325 @@
+"""``gahb reproduce``: every study of the paper in order, one HTML report and one JSON of every number.
+
+Sections run in :data:`SECTIONS` order, each into ``OUT/<section>/`` at the study preset that the
+reproduce preset maps it to (:data:`PRESETS`). A section whose ``results.json`` holds the same
+configuration (and whose upstream sections were reused too) is reused as it is; otherwise its
+study's ``run`` is called, which itself reuses finished training runs and resumes unfinished ones,
+so an interrupted reproduction continues where it stopped when the same command is run again.
+A failing section is recorded (error and traceback in the JSON and on the page) and the others
+still run; :func:`reproduce` reports the failure to its caller, which exits non-zero.
+
+Outputs: ``OUT/report.html`` (self-contained, see :mod:`gahb.report.html`) and
+``OUT/reproduce.json``: ``meta`` (preset and its scale, git revision, versions, device, machine,
+date, total wall time, command), ``sections`` (each section's status, command, wall time and full
+results dict), ``claims`` (every claim of every section, flat, with the command that produced
+it) and ``summary`` (pass/fail/info counts, sections without results).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import os
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from gahb.studies import common
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the report: which study computes it and what it is called on the page."""
+
+    name: str
+    study: str
+    title: str
+    description: str
+    depends: tuple = ()
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("transition", "transition", "1. Memorization to generalization as N grows (Figs 1, 2, 15)",
+            "Denoisers trained on two disjoint subsets S1, S2 of size N: train/test PSNR gap, and whether "
+            "the two networks sample the same images (generalization) or their own training images "
+            "(memorization)."),
+    Section("gahb", "gahb_basis", "2. Geometry-adaptive harmonic bases: the Jacobian (Fig 3, eqs. 6-7)",
+            "Eigen-decomposition of the denoiser's Jacobian at a held-out image for the smallest and the "
+            "largest N of section 1: adaptive basis, shrinkage spectrum, effective dimension tr J vs sigma.",
+            depends=("transition",)),
+    Section("calpha", "calpha", "3. C^alpha images: near-optimal denoising rate (Fig 4)",
+            "Output vs input PSNR slope of networks trained on geometric C^alpha images against the optimal "
+            "alpha/(alpha+1) of a GAHB (eq. 13)."),
+    Section("manifold", "manifold", "4. Disks, a 5-dimensional manifold (Fig 5)",
+            "Top Jacobian eigenvectors against the tangent space of the disk manifold; PSNR slope."),
+    Section("shuffled", "shuffled", "5. Pixel-shuffled images (Fig 21)",
+            "The same data with a fixed pixel permutation: lower PSNR, slower spectral decay (no GAHB "
+            "fits the shuffled geometry)."),
+)
+SECTION_NAMES = tuple(s.name for s in SECTIONS)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A reproduce preset: the study preset of every section, extra overrides, and its scale in words."""
+
+    study_presets: dict
+    scale: str
+    overrides: dict = field(default_factory=dict)
+    expected_s: dict = field(default_factory=dict)  # rough per-section seconds, for the first ETA
+
+
+PRESETS: dict[str, Preset] = {
+    "test": Preset(
+        {s.name: "test" for s in SECTIONS},
+        "tiny test scale for the test suite: a handful of tiny images and training steps per study. "
+        "The numbers exercise the pipeline and mean nothing about the paper.",
+        expected_s={s.name: 5 for s in SECTIONS}),
+    "quick": Preset(
+        {s.name: "quick" for s in SECTIONS},
+        "quick: small networks (unet-small and smaller), Fashion-MNIST at 28x28 and small synthetic images, a "
+        "few thousand training images seen per network, within about 15 minutes on 2 CPU cores. The paper "
+        "trains 7.6M-parameter UNets on 80x80 faces for 2.5x10^8 images: expect the trends, not its numbers.",
+        expected_s={"transition": 330, "gahb": 45, "calpha": 150, "manifold": 150, "shuffled": 150}),
+    "standard": Preset(
+        {s.name: "standard" for s in SECTIONS},
+        "standard: the acceptance scale, about an hour per study on 2 CPU cores (unet-small, Fashion-MNIST "
+        "N up to 10^4, synthetic images at 40x40). Smaller than the paper's; trends and slopes comparable.",
+        expected_s={"transition": 3600, "gahb": 120, "calpha": 3000, "manifold": 3000, "shuffled": 3000}),
+    "paper": Preset(
+        {s.name: "paper" for s in SECTIONS},
+        "paper: the paper's recipe (unet-80, 80x80 images, 1000 epochs); GPU territory.",
+        expected_s={"transition": 86400, "gahb": 1200, "calpha": 36000, "manifold": 36000, "shuffled": 36000}),
+}
+
+
+def load_section_module(section: Section):
+    """The study module computing ``section`` (via :func:`gahb.studies.get_study` when registered there)."""
+    from gahb.studies import STUDIES, get_study
+
+    if section.study in STUDIES:
+        return get_study(section.study)
+    return importlib.import_module(f"gahb.studies.{section.study}")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def machine_description() -> str:
+    """CPU model and core count (from /proc/cpuinfo where there is one), plus the GPU if torch sees one."""
+    import platform
+
+    model = None
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    desc = f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            desc += f"; GPU {torch.cuda.get_device_name(0)}"
+    except Exception:  # pragma: no cover - torch import problems are reported elsewhere
+        pass
+    return desc
+
+
+def _fmt_s(seconds: float) -> str:
+    s = int(round(max(seconds, 0)))
+    if s < 60:
+        return f"{s} s"
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {sec:02d} s"
+
+
+def _comparable(cfg: dict) -> dict:
+    # Threads change speed, not results: a finished section stays valid when only they differ.
+    return {k: v for k, v in (cfg or {}).items() if k not in ("threads",)}
+
+
+def _all_finite(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(_all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_all_finite(v) for v in obj)
+    return True
+
+
+def section_overrides(section: Section, preset: Preset, out: Path) -> dict:
+    """Overrides a section needs inside a reproduction (where its upstream sections wrote)."""
+    extra = dict(preset.overrides.get(section.name, {}))
+    if section.name == "gahb":
+        extra.setdefault("transition_dir", str(out / "transition"))
+    return extra
+
+
+def section_command(section: Section, study_preset: str, out_dir: Path, overrides: dict, reproduce_out: Path,
+                    preset_name: str) -> str:
+    """A command that recomputes this section alone."""
+    from gahb.studies import STUDIES
+
+    if section.study not in STUDIES:
+        return (f"gahb reproduce --preset {shlex.quote(preset_name)} --out {shlex.quote(str(reproduce_out))} "
+                f"--only {section.name}")
+    import json
+
+    sets = " ".join(f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in overrides.items())
+    return (f"gahb study {section.study} --preset {shlex.quote(study_preset)} --out {shlex.quote(str(out_dir))}"
+            + (f" {sets}" if sets else ""))
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, only=None, skip=None,
+              dataset: str | None = None, device: str | None = None, threads: int | None = None,
+              rerun: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+    """Run the sections of :data:`SECTIONS` at ``preset`` into ``out``; write the report and JSON.
+
+    ``only``/``skip``: section names to run / leave out (left-out sections appear as "not run").
+    ``dataset``, ``device``, ``threads`` go into every study Config that has such a field.
+    ``rerun`` ignores finished ``results.json`` files (the studies still reuse their trained runs).
+    Returns the ``reproduce.json`` dict; ``summary['failed_sections']`` lists the sections that failed
+    (``summary['sections_without_results']`` also those left out and never run before).
+    """
+    from gahb.report.html import write_report
+    from gahb.utils.io import atomic_write_json
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    for names in (only, skip):
+        for n in names or ():
+            if n not in SECTION_NAMES:
+                raise ValueError(f"unknown section {n!r}; sections are {list(SECTION_NAMES)}")
+    if log is None:
+        def log(msg: str) -> None:
+            print(msg, file=sys.stderr, flush=True)
+    pre = PRESETS[preset]
+    out = Path(out if out is not None else f"runs/reproduce-{preset}")
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    started = time.time()
+    selected = [s for s in SECTIONS if (not only or s.name in only) and s.name not in (skip or ())]
+    expected = {s.name: float(pre.expected_s.get(s.name, 60)) for s in selected}
+    done_expected = done_measured = 0.0
+    recomputed: set[str] = set()
+    entries = []
+    for s in SECTIONS:
+        sec_out = out / s.name
+        entry: dict = {"section": s.name, "study": s.study, "title": s.title, "description": s.description,
+                       "study_preset": pre.study_presets[s.name], "out_dir": str(sec_out), "status": "missing",
+                       "command": None, "wall_time_s": 0.0, "error": None, "results": None}
+        entries.append(entry)
+        if s not in selected:
+            entry["error"] = "left out of this reproduction (--only/--skip)"
+            old = common.load_results(sec_out)
+            if old is not None:  # an earlier run's result is still shown, marked as reused
+                entry.update(status="reused", results=old, error=None)
+            continue
+        i = selected.index(s) + 1
+        speed = done_measured / done_expected if done_expected > 0 else 1.0
+        left = sum(expected[x.name] for x in selected[i - 1:]) * speed
+        log(f"[reproduce {i}/{len(selected)}] {s.name}: elapsed {_fmt_s(time.time() - started)}, "
+            f"estimated time left ~{_fmt_s(left)} (this section ~{_fmt_s(expected[s.name] * speed)})")
+        t0 = time.time()
+        try:
+            mod = load_section_module(s)
+            study_preset = pre.study_presets[s.name]
+            if study_preset not in mod.PRESETS:
+                raise ValueError(f"study {s.study!r} has no preset {study_preset!r}")
+            overrides = section_overrides(s, pre, out)
+            cfg = common.apply_overrides(mod.PRESETS[study_preset], overrides)
+            fields = {f.name for f in dataclasses.fields(cfg)}
+            extra = {k: v for k, v in (("dataset", dataset), ("device", device), ("threads", threads))
+                     if v is not None and k in fields}
+            if extra:
+                cfg = dataclasses.replace(cfg, **extra)
+                overrides = {**overrides, **extra}
+            entry["command"] = section_command(s, study_preset, sec_out, overrides, out, preset)
+            old = None if rerun else common.load_results(sec_out)
+            upstream_fresh = any(d in recomputed for d in s.depends)
+            if (old is not None and not upstream_fresh
+                    and _comparable(old.get("config")) == _comparable(common.config_to_dict(cfg))):
+                entry.update(status="reused", results=old)
+                log(f"[reproduce {i}/{len(selected)}] {s.name}: reusing {sec_out / 'results.json'} (same configuration)")
+            else:
+                res = mod.run(cfg, sec_out, progress=progress, preset=study_preset)
+                missing = [k for k in common.RESULT_KEYS if k not in res]
+                if missing:
+                    raise ValueError(f"study {s.study!r} returned results without {missing}")
+                entry.update(status="ok", results=res)
+                recomputed.add(s.name)
+        except Exception as exc:  # noqa: BLE001 - a failing section is reported, the others still run
+            recomputed.add(s.name)
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=6)}")
+            log(f"[reproduce {i}/{len(selected)}] {s.name}: FAILED: {type(exc).__name__}: {exc}")
+        entry["wall_time_s"] = round(time.time() - t0, 2)
+        if entry["status"] == "ok":
+            done_expected += expected[s.name]
+            done_measured += entry["wall_time_s"]
+        log(f"[reproduce {i}/{len(selected)}] {s.name}: {entry['status']} in {_fmt_s(entry['wall_time_s'])}")
+
+    doc = assemble(entries, preset, out, started, device)
+    atomic_write_json(out / "reproduce.json", doc)
+    write_report(out / "report.html", entries, doc["meta"])
+    log(f"[reproduce] done in {_fmt_s(time.time() - started)}: {doc['summary']['pass']} pass, "
+        f"{doc['summary']['fail']} fail, {doc['summary']['info']} info; report {out / 'report.html'}")
+    if doc["summary"]["sections_without_results"]:
+        log(f"[reproduce] sections without results: {', '.join(doc['summary']['sections_without_results'])}")
+    return doc
+
+
+def assemble(entries: list[dict], preset: str, out: Path, started: float, device: str | None) -> dict:
+    """The ``reproduce.json`` document from the section entries."""
+    env = common.environment(device)
+    claims = []
+    for e in entries:
+        for c in (e["results"] or {}).get("claims") or []:
+            claims.append({"section": e["section"], **c,
+                           "command": e["command"] or (e["results"] or {}).get("command")})
+    counts = {"pass": 0, "fail": 0, "info": 0}
+    for c in claims:
+        counts["info" if c["passed"] is None else "pass" if c["passed"] else "fail"] += 1
+    versions = {k: env[k] for k in ("gahb", "torch", "numpy", "python") if k in env}
+    try:
+        import matplotlib
+
+        versions["matplotlib"] = matplotlib.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    meta = {
+        "title": "gahb reproduction report",
+        "preset": preset,
+        "scale": PRESETS[preset].scale,
+        "git_revision": env.get("git_revision"),
+        "versions": versions,
+        "device": env.get("device") + (f" ({env['gpu']})" if env.get("gpu") else ""),
+        "machine": machine_description(),
+        "torch_threads": env.get("torch_threads"),
+        "platform": env.get("platform"),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "wall_time_s": round(time.time() - started, 2),
+        "command": common.command_line(),
+        "out_dir": str(out),
+        "sections": list(SECTION_NAMES),
+    }
+    failed = [e["section"] for e in entries if e["status"] == "failed"]
+    without = [e["section"] for e in entries if e["results"] is None]
+    nonfinite = [e["section"] for e in entries if e["results"] is not None and not _all_finite(e["results"])]
+    summary = {**counts, "sections": len(entries), "failed_sections": failed,
+               "sections_without_results": without,
+               "sections_with_nonfinite_numbers": nonfinite}
+    return {"meta": meta, "sections": entries, "claims": claims, "summary": summary}
