@@ -175,9 +175,11 @@ def section_command(section: Section, study_preset: str, out_dir: Path, override
                 f"--only {section.name}")
     import json
 
-    sets = " ".join(f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in overrides.items())
-    return (f"gahb study {section.study} --preset {shlex.quote(study_preset)} --out {shlex.quote(str(out_dir))}"
-            + (f" {sets}" if sets else ""))
+    flags = [f"--{k} {shlex.quote(str(overrides[k]))}" for k in ("dataset", "device", "threads") if k in overrides]
+    flags += [f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in overrides.items()
+              if k not in ("dataset", "device", "threads")]
+    return " ".join([f"gahb study {section.study} --preset {shlex.quote(study_preset)} --out {shlex.quote(str(out_dir))}",
+                     *flags])
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -230,7 +232,8 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
                 entry.update(status="reused", results=old, error=None)
             continue
         i = selected.index(s) + 1
-        speed = done_measured / done_expected if done_expected > 0 else 1.0
+        # Expected times are rough: rescale the rest by how the finished sections compared to theirs.
+        speed = max(done_measured / done_expected, 0.05) if done_expected > 0 else 1.0
         left = sum(expected[x.name] for x in selected[i - 1:]) * speed
         log(f"[reproduce {i}/{len(selected)}] {s.name}: elapsed {_fmt_s(time.time() - started)}, "
             f"estimated time left ~{_fmt_s(left)} (this section ~{_fmt_s(expected[s.name] * speed)})")
