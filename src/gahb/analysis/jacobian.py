@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 BACKENDS = ("auto", "linearized", "autograd")
 
@@ -141,6 +142,91 @@ def linearize(model: nn.Module, y: torch.Tensor, channels_last: bool = False) ->
     return lin
 
 
+def _leaf_adjoint(m: nn.Module, u: torch.Tensor) -> torch.Tensor:
+    """u -> A^T u for one linear leaf A of a frozen-activation network."""
+    if isinstance(m, _FrozenReLU):
+        return u * m.gate
+    if isinstance(m, nn.Identity):
+        return u
+    if isinstance(m, nn.Conv2d):
+        if (m.stride != (1, 1) or m.dilation != (1, 1) or m.groups != 1 or m.padding_mode != "zeros"
+                or m.bias is not None or isinstance(m.padding, str)):
+            raise _NoAdjoint(f"no explicit adjoint for {m}")
+        # A stride-1 zero-padded convolution's adjoint is the convolution with the kernel flipped
+        # and its channel axes swapped (padding k-1-p); as a forward conv it takes the fast path
+        # that a conv backward (or conv_transpose2d) does not on CPU.
+        wt = getattr(m, "_adjoint_weight", None)
+        if wt is None or wt.dtype != m.weight.dtype:
+            wt = m.weight.detach().transpose(0, 1).flip(-1, -2).contiguous()
+            if m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous():
+                wt = wt.contiguous(memory_format=torch.channels_last)
+            m._adjoint_weight = wt
+        kh, kw = m.kernel_size
+        return F.conv2d(u, wt, padding=(kh - 1 - m.padding[0], kw - 1 - m.padding[1]))
+    if isinstance(m, nn.AvgPool2d):
+        k, st = m.kernel_size, m.stride
+        if not (k == st == 2 or k == st == (2, 2)) or m.padding not in (0, (0, 0)) or m.ceil_mode:
+            raise _NoAdjoint(f"no explicit adjoint for {m}")
+        return F.interpolate(u, scale_factor=2, mode="nearest") * 0.25
+    if isinstance(m, nn.ConvTranspose2d):
+        if (m.kernel_size != m.stride or m.padding != (0, 0) or m.output_padding != (0, 0) or m.groups != 1
+                or m.dilation != (1, 1) or m.bias is not None):
+            raise _NoAdjoint(f"no explicit adjoint for {m}")
+        # Non-overlapping transposed conv (kernel = stride): its adjoint is the strided conv.
+        return F.conv2d(u, m.weight, stride=m.stride)
+    raise _NoAdjoint(f"no explicit adjoint for {type(m).__name__}")
+
+
+class _NoAdjoint(Exception):
+    """The network has a layer without an explicit adjoint here: use reverse-mode AD instead."""
+
+
+def _seq_adjoint(seq: nn.Module, u: torch.Tensor) -> torch.Tensor:
+    mods = list(seq.children()) if isinstance(seq, nn.Sequential) else [seq]
+    for m in reversed(mods):
+        u = _seq_adjoint(m, u) if isinstance(m, nn.Sequential) else _leaf_adjoint(m, u)
+    return u
+
+
+def _unet_residual_adjoint(net: nn.Module, u: torch.Tensor) -> torch.Tensor:
+    """R^T u for the residual R of a frozen-activation :class:`gahb.models.UNet` (its forward in reverse)."""
+    h, w = u.shape[-2:]
+    m = net.multiple
+    ph, pw = (-h) % m, (-w) % m
+    g = F.pad(u, (0, pw, 0, ph)) if (ph or pw) else u  # adjoint of the final crop
+    nb = len(net.encoder)
+    g_skips: list[torch.Tensor | None] = [None] * nb
+    for j in reversed(range(nb)):
+        g = _seq_adjoint(net.decoder[j], g)
+        c_up = net.up[j].out_channels
+        g, g_skips[nb - 1 - j] = g[:, :c_up], g[:, c_up:]
+        g = _leaf_adjoint(net.up[j], g)
+    g = _seq_adjoint(net.mid, g)
+    for b in reversed(range(nb)):
+        g = _leaf_adjoint(net.pool, g) + g_skips[b]
+        g = _seq_adjoint(net.encoder[b], g)
+    if ph or pw:
+        # Adjoint of the input padding (reflect/replicate fold edge rows back): tiny, via autograd.
+        x = torch.zeros(u.shape, dtype=u.dtype, device=u.device, requires_grad=True)
+        with torch.enable_grad():
+            padded, _, _ = net._pad(x)
+            (g,) = torch.autograd.grad(padded, x, g)
+    return g
+
+
+def _residual_adjoint_fn(lin: nn.Module):
+    """A function u -> J^T u for the frozen network ``lin`` of a UNet or BF-CNN, or None."""
+    from gahb.models import BFCNN, UNet
+
+    if isinstance(lin, UNet):
+        core = lambda u: _unet_residual_adjoint(lin, u)  # noqa: E731
+    elif isinstance(lin, BFCNN):
+        core = lambda u: _seq_adjoint(lin.net, u)  # noqa: E731
+    else:
+        return None
+    return lambda u: u - core(u)  # f = y - R(y): J^T = I - R^T
+
+
 class JacobianOperator:
     """Matrix-free J = df/dy of ``denoiser`` at the noisy image ``y``, for batches of vectors.
 
@@ -193,6 +279,15 @@ class JacobianOperator:
             backend = "linearized" if _is_linearizable(denoiser) else "autograd"
         self.backend = backend
         self._lin = linearize(denoiser, self.y, channels_last) if backend == "linearized" else None
+        # The transpose pass: an explicit adjoint network (one forward-cost pass) when the
+        # architecture is known, else reverse-mode AD through the frozen network (about 2x).
+        self._adjoint = _residual_adjoint_fn(self._lin) if self._lin is not None else None
+        if self._adjoint is not None:
+            try:
+                with torch.no_grad():
+                    self._adjoint(torch.zeros((1, *self.shape), dtype=self.dtype, device=self.device))
+            except _NoAdjoint:
+                self._adjoint = None
         if self._lin is not None and check:
             self._check_linearization()
 
@@ -258,6 +353,9 @@ class JacobianOperator:
             return t.detach()
 
     def _vjp_batch(self, U: torch.Tensor) -> torch.Tensor:
+        if self._adjoint is not None:
+            with torch.no_grad():
+                return self._adjoint(U.reshape(-1, *self.shape))
         b = U.shape[0]
         x, out = self._reverse_graph(b)
         (g,) = torch.autograd.grad(out, x, U.reshape(out.shape), retain_graph=True)
