@@ -167,6 +167,9 @@ def finish(out_dir: str | os.PathLike, study: str, preset: str | None, config, c
         "numbers": numbers,
         "figures": figures,
         "wall_time_s": round(time.time() - started, 2),
+        # CPU seconds of the whole process so far (all threads): for `gahb study` that is the
+        # study's own CPU time, which stays meaningful when other jobs share the machine.
+        "process_cpu_time_s": round(time.process_time(), 2),
         "environment": environment(device),
         "command": command_line(),
     }
