@@ -1,0 +1,85 @@
+"""The transition study end to end at its test preset, on a tiny pool built in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gahb.cli import main as cli_main
+from gahb.studies import get_config, get_study
+from gahb.studies.common import RESULT_KEYS
+
+
+@pytest.fixture(scope="module")
+def tiny_pool(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pool")
+    rng = np.random.default_rng(0)
+    x = np.zeros((90, 16, 16), np.float32)
+    for i in range(len(x)):  # distinct squares: nothing is removed by deduplication
+        a, b = rng.integers(1, 10, 2)
+        x[i, a:a + 6, b:b + 6] = rng.uniform(0.3, 1.0)
+        x[i] += rng.uniform(0, 0.05, (16, 16)).astype(np.float32)
+    x = np.clip(x, 0, 1)
+    np.save(root / "pool.npy", x)
+    return f"npy:{root / 'pool.npy'}", str(root / "cache")
+
+
+def _all_finite(obj) -> bool:
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(_all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_all_finite(v) for v in obj)
+    return True
+
+
+def test_transition_test_preset_end_to_end(tiny_pool, tmp_path):
+    dataset, cache = tiny_pool
+    cfg = get_config("transition", "test", {"dataset": dataset, "cache_dir": cache, "ns": (1, 4, "max")})
+    out = tmp_path / "out"
+    res = get_study("transition").run(cfg, out, progress=False, preset="test")
+    assert set(RESULT_KEYS) <= set(res)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["numbers"]["ns"] == res["numbers"]["ns"]
+    ns = res["numbers"]["ns"]
+    assert ns[0] == 1 and ns[-1] == res["numbers"]["max_n"] and len(ns) == 3
+    assert _all_finite(res["numbers"])
+    for fig in res["figures"]:
+        assert (out / fig["path"]).stat().st_size > 1000
+    names = [c["name"] for c in res["claims"]]
+    assert any("copies" in n for n in names) and any("gap" in n for n in names)
+    per_n = res["numbers"]["per_n"][str(ns[0])]
+    curve = per_n["subsets"]["s1"]["curves"]["train"]
+    assert len(curve["output_psnr"]) == len(cfg.input_psnrs)
+    # The two networks of one N were trained on disjoint sets, from different initialisations.
+    runs = res["numbers"]["runs"][str(ns[-1])]
+    c1 = json.loads((tmp_path / "out" / "runs" / f"N{ns[-1]}_s1" / "config.json").read_text())
+    c2 = json.loads((tmp_path / "out" / "runs" / f"N{ns[-1]}_s2" / "config.json").read_text())
+    assert runs["s1"] != runs["s2"]
+    assert c1["train"]["seed"] != c2["train"]["seed"]
+    assert (c1["subset"], c2["subset"]) == ("s1", "s2") and c1["data_fingerprint"] != c2["data_fingerprint"]
+
+    # Running again reuses every trained network and measurement: same numbers.
+    again = get_study("transition").run(cfg, out, progress=False, preset="test")
+    assert again["numbers"]["psnr_gap_db"] == res["numbers"]["psnr_gap_db"]
+    assert again["numbers"]["median_paired_cosine"] == res["numbers"]["median_paired_cosine"]
+
+
+def test_transition_rejects_n_above_the_disjoint_half(tiny_pool, tmp_path):
+    dataset, cache = tiny_pool
+    cfg = get_config("transition", "test", {"dataset": dataset, "cache_dir": cache, "ns": (1, 10_000)})
+    with pytest.raises(ValueError, match="exceeds the largest disjoint half"):
+        get_study("transition").run(cfg, tmp_path / "o", progress=False)
+
+
+def test_study_cli_show_config_and_bad_setting(tiny_pool, capsys):
+    dataset, _ = tiny_pool
+    assert cli_main(["study", "transition", "--preset", "test", "--dataset", dataset, "--show-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["dataset"] == dataset and shown["model"] == "unet-tiny"
+    assert cli_main(["study", "transition", "--preset", "test", "--set", "no_such_field=1"]) == 1
+    assert "unknown setting" in capsys.readouterr().err
