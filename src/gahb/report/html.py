@@ -181,6 +181,8 @@ def _section_html(sec: dict) -> str:
     out.append(f'<p class="subtitle">{" &middot; ".join(bits)}</p>')
     if sec.get("description"):
         out.append(f"<p>{_e(sec['description'])}</p>")
+    if sec.get("scale"):
+        out.append(f'<p class="subtitle">scale of this run: {_e(sec["scale"])}</p>')
     if status == "failed" or res is None:
         msg = sec.get("error") or "this section produced no results"
         out.append(f'<div class="error"><strong>This section has no results: '

@@ -80,18 +80,20 @@ PRESETS: dict[str, Preset] = {
         {s.name: "test" for s in SECTIONS},
         "tiny test scale for the test suite: a handful of tiny images and training steps per study. "
         "The numbers exercise the pipeline and mean nothing about the paper.",
-        expected_s={s.name: 5 for s in SECTIONS}),
+        expected_s={"transition": 15, "gahb": 7, "calpha": 3, "manifold": 3, "shuffled": 3}),
     "quick": Preset(
         {s.name: "quick" for s in SECTIONS},
-        "quick: small networks (unet-small and smaller), Fashion-MNIST at 28x28 and small synthetic images, a "
-        "few thousand training images seen per network, within about 15 minutes on 2 CPU cores. The paper "
-        "trains 7.6M-parameter UNets on 80x80 faces for 2.5x10^8 images: expect the trends, not its numbers.",
-        expected_s={"transition": 330, "gahb": 45, "calpha": 150, "manifold": 150, "shuffled": 150}),
+        "quick: small networks (unet-small on Fashion-MNIST 28x28 at a few N up to the full half of the pool, "
+        "unet-tiny on small synthetic images), a few thousand training images seen per network, about 15 minutes "
+        "on 2 CPU cores. The paper trains 7.6M-parameter UNets on 80x80 faces for 2.5x10^8 images: expect its "
+        "trends, not its numbers.",
+        expected_s={"transition": 450, "gahb": 50, "calpha": 150, "manifold": 90, "shuffled": 90}),
     "standard": Preset(
         {s.name: "standard" for s in SECTIONS},
-        "standard: the acceptance scale, about an hour per study on 2 CPU cores (unet-small, Fashion-MNIST "
-        "N up to 10^4, synthetic images at 40x40). Smaller than the paper's; trends and slopes comparable.",
-        expected_s={"transition": 3600, "gahb": 120, "calpha": 3000, "manifold": 3000, "shuffled": 3000}),
+        "standard: the acceptance scale of every study (unet-small on Fashion-MNIST, N from 1 to the full half "
+        "of the pool; synthetic studies at their acceptance sizes), about 3 hours on 2 CPU cores. Smaller "
+        "than the paper's; trends and slopes comparable.",
+        expected_s={"transition": 5400, "gahb": 150, "calpha": 2400, "manifold": 900, "shuffled": 1080}),
     "paper": Preset(
         {s.name: "paper" for s in SECTIONS},
         "paper: the paper's recipe (unet-80, 80x80 images, 1000 epochs); GPU territory.",
@@ -142,6 +144,17 @@ def _fmt_s(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {sec:02d} s"
 
 
+SCALE_FIELDS = ("dataset", "ns", "model", "size", "n_train", "epochs", "images_per_epoch", "alphas", "sigmas",
+                "method")
+
+
+def describe_scale(cfg: dict) -> str:
+    """The fields of a study Config that set its scale, in one line (shown under each section title)."""
+    parts = [f"{k} {v if not isinstance(v, (list, tuple)) else ', '.join(map(str, v))}"
+             for k, v in cfg.items() if k in SCALE_FIELDS and v is not None]
+    return "; ".join(parts)
+
+
 def _comparable(cfg: dict) -> dict:
     # Threads change speed, not results: a finished section stays valid when only they differ.
     return {k: v for k, v in (cfg or {}).items() if k not in ("threads",)}
@@ -170,12 +183,12 @@ def section_command(section: Section, study_preset: str, out_dir: Path, override
     """A command that recomputes this section alone."""
     from gahb.studies import STUDIES
 
+    flags = [f"--{k} {shlex.quote(str(overrides[k]))}" for k in ("dataset", "device", "threads") if k in overrides]
     if section.study not in STUDIES:
-        return (f"gahb reproduce --preset {shlex.quote(preset_name)} --out {shlex.quote(str(reproduce_out))} "
-                f"--only {section.name}")
+        return " ".join([f"gahb reproduce --preset {shlex.quote(preset_name)} --out {shlex.quote(str(reproduce_out))} "
+                         f"--only {section.name}", *flags])
     import json
 
-    flags = [f"--{k} {shlex.quote(str(overrides[k]))}" for k in ("dataset", "device", "threads") if k in overrides]
     flags += [f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in overrides.items()
               if k not in ("dataset", "device", "threads")]
     return " ".join([f"gahb study {section.study} --preset {shlex.quote(study_preset)} --out {shlex.quote(str(out_dir))}",
@@ -223,13 +236,13 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
         sec_out = out / s.name
         entry: dict = {"section": s.name, "study": s.study, "title": s.title, "description": s.description,
                        "study_preset": pre.study_presets[s.name], "out_dir": str(sec_out), "status": "missing",
-                       "command": None, "wall_time_s": 0.0, "error": None, "results": None}
+                       "command": None, "scale": None, "wall_time_s": 0.0, "error": None, "results": None}
         entries.append(entry)
         if s not in selected:
             entry["error"] = "left out of this reproduction (--only/--skip)"
             old = common.load_results(sec_out)
             if old is not None:  # an earlier run's result is still shown, marked as reused
-                entry.update(status="reused", results=old, error=None)
+                entry.update(status="reused", results=old, error=None, scale=describe_scale(old.get("config") or {}))
             continue
         i = selected.index(s) + 1
         # Expected times are rough: rescale the rest by how the finished sections compared to theirs.
@@ -252,6 +265,7 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
                 cfg = dataclasses.replace(cfg, **extra)
                 overrides = {**overrides, **extra}
             entry["command"] = section_command(s, study_preset, sec_out, overrides, out, preset)
+            entry["scale"] = describe_scale(common.config_to_dict(cfg))
             old = None if rerun else common.load_results(sec_out)
             upstream_fresh = any(d in recomputed for d in s.depends)
             if (old is not None and not upstream_fresh
