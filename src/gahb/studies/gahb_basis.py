@@ -110,7 +110,7 @@ def held_out_image(cfg: Config, run_config: dict, transition: dict, channels: in
     """Test image ``cfg.image_index`` of the split the run was trained on, with where it came from."""
     import torch
 
-    from gahb.data import load_pool, load_split
+    from gahb.data import load_split
 
     data = run_config.get("data") or {}
     tcfg = transition.get("config") or {}
@@ -119,8 +119,7 @@ def held_out_image(cfg: Config, run_config: dict, transition: dict, channels: in
         raise ValueError("cannot tell which dataset the networks were trained on; set dataset")
     seed = cfg.split_seed if cfg.split_seed is not None else data.get("seed", tcfg.get("split_seed", 0))
     cache_dir = cfg.cache_dir or tcfg.get("cache_dir")
-    pool = load_pool(dataset, cache_dir=cache_dir, channels=channels, progress=False)
-    split = load_split(dataset, n=1, seed=int(seed), channels=channels, pool=pool, progress=False,
+    split = load_split(dataset, n=1, seed=int(seed), channels=channels, cache_dir=cache_dir, progress=False,
                        n_test=data.get("n_test"))
     if not 0 <= cfg.image_index < split.test.shape[0]:
         raise ValueError(f"image_index {cfg.image_index} is outside the test set of {split.test.shape[0]} images")
