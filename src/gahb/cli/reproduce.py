@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 EPILOG = """\
 sections, in order (each written to OUT/<section>/):
@@ -33,7 +34,8 @@ def register(subparsers) -> None:
         pass
 
     sections = "\n".join(f"  {s.name:<11} {s.title}" for s in SECTIONS)
-    presets = "\n".join(f"  {k:<9} {v.scale}" for k, v in PRESETS.items())
+    presets = "\n".join(textwrap.fill(f"{k:<9} {v.scale}", 100, initial_indent="  ", subsequent_indent=" " * 12)
+                        for k, v in PRESETS.items())
     p = subparsers.add_parser(
         "reproduce", help="run every study in order and write one HTML report + JSON of every number",
         description="Reproduce the paper in one command: the transition, Jacobian/GAHB, C^alpha, manifold and "

@@ -78,25 +78,25 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "test": Preset(
         {s.name: "test" for s in SECTIONS},
-        "tiny test scale for the test suite: a handful of tiny images and training steps per study. "
+        "tiny, for the test suite: a handful of tiny images and training steps per study. "
         "The numbers exercise the pipeline and mean nothing about the paper.",
         expected_s={"transition": 15, "gahb": 7, "calpha": 3, "manifold": 3, "shuffled": 3}),
     "quick": Preset(
         {s.name: "quick" for s in SECTIONS},
-        "quick: small networks (unet-small on Fashion-MNIST 28x28 at a few N up to the full half of the pool, "
+        "small networks (unet-small on Fashion-MNIST 28x28 at a few N up to the full half of the pool, "
         "unet-tiny on small synthetic images), a few thousand training images seen per network, about 15 minutes "
         "on 2 CPU cores. The paper trains 7.6M-parameter UNets on 80x80 faces for 2.5x10^8 images: expect its "
         "trends, not its numbers.",
         expected_s={"transition": 450, "gahb": 50, "calpha": 150, "manifold": 90, "shuffled": 90}),
     "standard": Preset(
         {s.name: "standard" for s in SECTIONS},
-        "standard: the acceptance scale of every study (unet-small on Fashion-MNIST, N from 1 to the full half "
+        "the acceptance scale of every study (unet-small on Fashion-MNIST, N from 1 to the full half "
         "of the pool; synthetic studies at their acceptance sizes), about 3 hours on 2 CPU cores. Smaller "
         "than the paper's; trends and slopes comparable.",
         expected_s={"transition": 5400, "gahb": 150, "calpha": 2400, "manifold": 900, "shuffled": 1080}),
     "paper": Preset(
         {s.name: "paper" for s in SECTIONS},
-        "paper: the paper's recipe (unet-80, 80x80 images, 1000 epochs); GPU territory.",
+        "the paper's recipe (unet-80, 80x80 images, 1000 epochs); GPU territory.",
         expected_s={"transition": 86400, "gahb": 1200, "calpha": 36000, "manifold": 36000, "shuffled": 36000}),
 }
 
