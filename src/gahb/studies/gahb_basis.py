@@ -78,10 +78,13 @@ PRESETS: dict[str, Config] = {
 
 
 def _resolve_path(path: str, base: Path) -> Path:
+    """A run folder recorded by the transition study: as written, relative to its folder, or (when the
+    study was run from another working directory) its ``runs/`` subfolder of the same name."""
     p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return base / p
+    for cand in (p, base / p, base / "runs" / p.name):
+        if cand.exists():
+            return cand
+    return p
 
 
 def find_runs(cfg: Config) -> tuple[list[Path], list[str], dict]:
