@@ -81,15 +81,20 @@ def fixed_noise_image(shape, seed: int) -> torch.Tensor:
 
 
 def jacobian_analysis(denoiser, x: torch.Tensor, sigma: float, *, k: int = 32, dense_max: int = 4096,
-                      seed: int = 0, progress: bool = False):
+                      seed: int = 0, noise: torch.Tensor | None = None, block: int = 1, progress: bool = False):
     """Eigen-analysis of the denoiser Jacobian at y = x + sigma z (paper section 3; spec 7.2).
 
     Dense J and a full eigendecomposition of its symmetric part when d <= ``dense_max``, else the
-    top ``k`` eigenpairs by Lanczos. Returns a :class:`gahb.analysis.adaptive_basis.SigmaAnalysis`.
+    top ``k`` eigenpairs by Lanczos. ``noise`` (z, shaped like x) defaults to a draw seeded by
+    ``seed``. ``block``: Lanczos block size (a block of b vectors resolves eigenvalues of
+    multiplicity up to b; single-vector Lanczos sees one direction per eigenspace). Returns a :class:`gahb.analysis.adaptive_basis.SigmaAnalysis`.
     """
     from gahb.analysis.adaptive_basis import JacobianAnalysisConfig, analyze_sigma
 
     d = int(np.prod(x.shape[-3:]))
     method = "dense" if d <= dense_max else "topk"
-    jcfg = JacobianAnalysisConfig(sigmas=[float(sigma)], method=method, k=min(int(k), d - 1), seed=int(seed))
-    return analyze_sigma(denoiser, x, float(sigma), jcfg, progress=progress)
+    jcfg = JacobianAnalysisConfig(sigmas=[float(sigma)], method=method, k=min(int(k), d - 1), seed=int(seed),
+                                  block=int(block))
+    if noise is not None:
+        noise = noise.detach().double()
+    return analyze_sigma(denoiser, x, float(sigma), jcfg, noise=noise, progress=progress)
