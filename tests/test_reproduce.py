@@ -249,3 +249,23 @@ def test_gahb_study_on_explicit_checkpoints(tmp_path):
     assert falls["passed"] == (traces["0.3"] < 0.95 * traces["0.1"])
     for f in res["figures"]:
         assert (tmp_path / "out" / f["path"]).stat().st_size > 1000
+
+
+def test_section_dir_reuses_a_study_run_elsewhere(tmp_path, monkeypatch):
+    from gahb.cli import main
+
+    calls: list = []
+    fakes = {s.name: fake_study(s.name, calls) for s in rp.SECTIONS}
+    use_fakes(monkeypatch, fakes)
+    done = tmp_path / "study-transition"
+    fakes["transition"].run(FakeConfig(), done, preset="test")  # as `gahb study transition` would have
+    calls.clear()
+    out = tmp_path / "rep"
+    assert main(["reproduce", "--preset", "test", "--out", str(out), "--quiet",
+                 "--section-dir", f"transition={done}"]) == 0
+    doc = json.loads((out / "reproduce.json").read_text())
+    assert "transition" not in calls and not (out / "transition").exists()
+    sec = {e["section"]: e for e in doc["sections"]}
+    assert sec["transition"]["status"] == "reused" and sec["transition"]["out_dir"] == str(done)
+    assert sec["gahb"]["results"]["config"]["transition_dir"] == str(done)
+    assert main(["reproduce", "--preset", "test", "--out", str(out), "--quiet", "--section-dir", "nope"]) == 1

@@ -23,6 +23,7 @@ examples:
   gahb reproduce --preset quick                     # ~15 min on 2 CPU cores -> runs/reproduce-quick/report.html
   gahb reproduce --preset standard --out docs/results/reproduce-standard --threads 2
   gahb reproduce --preset quick --only gahb calpha  # just these sections (others shown as not run)
+  gahb reproduce --preset standard --section-dir transition=docs/results/transition  # reuse a `gahb study` run
   chromium --headless --screenshot=report.png --window-size=1280,4000 file://$PWD/runs/reproduce-quick/report.html
 """
 
@@ -51,6 +52,9 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", default=None, help="dataset spec for the studies that take one (None: each study preset's)")
     p.add_argument("--device", default=None, help="cpu, cuda, auto (None: each study preset's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--section-dir", action="append", default=[], metavar="SECTION=DIR",
+                   help="use DIR for SECTION instead of OUT/SECTION, e.g. a study already run with `gahb study` "
+                        "(reused when its configuration matches; repeatable)")
     p.add_argument("--rerun", action="store_true",
                    help="recompute sections even when a finished results.json matches (training runs are still reused)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -59,10 +63,18 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
+    from gahb.cli import GahbError
     from gahb.studies.reproduce import reproduce
 
+    dirs = {}
+    for item in args.section_dir:
+        name, sep, folder = item.partition("=")
+        if not sep or not folder:
+            raise GahbError(f"--section-dir expects SECTION=DIR, got {item!r}")
+        dirs[name.strip()] = folder
     doc = reproduce(args.preset, args.out, only=args.only, skip=args.skip, dataset=args.dataset,
-                    device=args.device, threads=args.threads, rerun=args.rerun, progress=not args.quiet)
+                    device=args.device, threads=args.threads, rerun=args.rerun, section_dirs=dirs,
+                    progress=not args.quiet)
     s = doc["summary"]
     print(f"gahb reproduce ({args.preset}): {s['pass']} pass, {s['fail']} fail, {s['info']} info "
           f"in {doc['meta']['wall_time_s']:.0f} s")

@@ -170,11 +170,16 @@ def _all_finite(obj: Any) -> bool:
     return True
 
 
-def section_overrides(section: Section, preset: Preset, out: Path) -> dict:
+def section_dir(name: str, out: Path, section_dirs: dict | None) -> Path:
+    """Where section ``name`` lives: ``OUT/<name>``, or the folder given for it in ``section_dirs``."""
+    return Path((section_dirs or {}).get(name) or out / name)
+
+
+def section_overrides(section: Section, preset: Preset, out: Path, section_dirs: dict | None = None) -> dict:
     """Overrides a section needs inside a reproduction (where its upstream sections wrote)."""
     extra = dict(preset.overrides.get(section.name, {}))
     if section.name == "gahb":
-        extra.setdefault("transition_dir", str(out / "transition"))
+        extra.setdefault("transition_dir", str(section_dir("transition", out, section_dirs)))
     return extra
 
 
@@ -198,12 +203,15 @@ def section_command(section: Section, study_preset: str, out_dir: Path, override
 # -- the run ---------------------------------------------------------------------------------------
 def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, only=None, skip=None,
               dataset: str | None = None, device: str | None = None, threads: int | None = None,
-              rerun: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+              rerun: bool = False, section_dirs: dict | None = None, progress: bool = True,
+              log: Callable[[str], None] | None = None) -> dict:
     """Run the sections of :data:`SECTIONS` at ``preset`` into ``out``; write the report and JSON.
 
     ``only``/``skip``: section names to run / leave out (left-out sections appear as "not run").
     ``dataset``, ``device``, ``threads`` go into every study Config that has such a field.
     ``rerun`` ignores finished ``results.json`` files (the studies still reuse their trained runs).
+    ``section_dirs`` ``{section: folder}`` puts a section elsewhere than ``OUT/<section>``, e.g. a study
+    already run with ``gahb study`` (reused when its configuration matches, else computed there).
     Returns the ``reproduce.json`` dict; ``summary['failed_sections']`` lists the sections that failed
     (``summary['sections_without_results']`` also those left out and never run before).
     """
@@ -212,7 +220,7 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    for names in (only, skip):
+    for names in (only, skip, section_dirs):
         for n in names or ():
             if n not in SECTION_NAMES:
                 raise ValueError(f"unknown section {n!r}; sections are {list(SECTION_NAMES)}")
@@ -233,7 +241,7 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
     recomputed: set[str] = set()
     entries = []
     for s in SECTIONS:
-        sec_out = out / s.name
+        sec_out = section_dir(s.name, out, section_dirs)
         entry: dict = {"section": s.name, "study": s.study, "title": s.title, "description": s.description,
                        "study_preset": pre.study_presets[s.name], "out_dir": str(sec_out), "status": "missing",
                        "command": None, "scale": None, "wall_time_s": 0.0, "error": None, "results": None}
@@ -256,7 +264,7 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
             study_preset = pre.study_presets[s.name]
             if study_preset not in mod.PRESETS:
                 raise ValueError(f"study {s.study!r} has no preset {study_preset!r}")
-            overrides = section_overrides(s, pre, out)
+            overrides = section_overrides(s, pre, out, section_dirs)
             cfg = common.apply_overrides(mod.PRESETS[study_preset], overrides)
             fields = {f.name for f in dataclasses.fields(cfg)}
             extra = {k: v for k, v in (("dataset", dataset), ("device", device), ("threads", threads))
