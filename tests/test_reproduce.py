@@ -269,3 +269,23 @@ def test_section_dir_reuses_a_study_run_elsewhere(tmp_path, monkeypatch):
     assert sec["transition"]["status"] == "reused" and sec["transition"]["out_dir"] == str(done)
     assert sec["gahb"]["results"]["config"]["transition_dir"] == str(done)
     assert main(["reproduce", "--preset", "test", "--out", str(out), "--quiet", "--section-dir", "nope"]) == 1
+
+
+def test_partial_report_is_written_after_each_section(tmp_path, monkeypatch):
+    fakes = {s.name: fake_study(s.name) for s in rp.SECTIONS}
+    seen = {}
+    inner = fakes["shuffled"].run
+
+    def shuffled_run(config, out_dir, **kw):
+        page = (Path(out_dir).parent / "report.html").read_text()
+        doc = json.loads((Path(out_dir).parent / "reproduce.json").read_text())
+        seen["partial"] = "Partial report" in page and doc["meta"]["complete"] is False
+        seen["status"] = {e["section"]: e["status"] for e in doc["sections"]}
+        return inner(config, out_dir, **kw)
+
+    fakes["shuffled"] = types.SimpleNamespace(PRESETS=fakes["shuffled"].PRESETS, run=shuffled_run)
+    use_fakes(monkeypatch, fakes)
+    doc = rp.reproduce("test", tmp_path / "rep", progress=False, log=lambda m: None)
+    assert seen["partial"] and seen["status"]["manifold"] == "ok" and seen["status"]["shuffled"] == "pending"
+    assert doc["meta"]["complete"] is True
+    assert "Partial report" not in (tmp_path / "rep" / "report.html").read_text()

@@ -74,6 +74,7 @@ STATUS_TEXT = {
     "reused": "reused from an earlier run with the same configuration",
     "failed": "FAILED",
     "missing": "not run",
+    "pending": "not run yet (the reproduction is in progress)",
 }
 
 
@@ -185,8 +186,8 @@ def _section_html(sec: dict) -> str:
         out.append(f'<p class="subtitle">scale of this run: {_e(sec["scale"])}</p>')
     if status == "failed" or res is None:
         msg = sec.get("error") or "this section produced no results"
-        out.append(f'<div class="error"><strong>This section has no results: '
-                   f'{"it failed" if status == "failed" else "it was not run"}.</strong>'
+        why = {"failed": "it failed", "pending": "it has not run yet"}.get(status, "it was not run")
+        out.append(f'<div class="error"><strong>This section has no results: {why}.</strong>'
                    f"<pre>{_e(msg)}</pre></div>")
         if sec.get("command"):
             out.append(f'<h3>Command</h3><pre class="cmd">{_e(sec["command"])}</pre>')
@@ -239,6 +240,9 @@ def build_report(sections: list[dict], meta: dict) -> str:
            f"<h1>{_e(title)}</h1>",
            '<p class="subtitle">Kadkhodaie, Guth, Simoncelli, Mallat: <em>Generalization in diffusion models '
            "arises from geometry-adaptive harmonic representations</em> (ICLR 2024), reproduced with gahb.</p>"]
+    if meta.get("complete") is False:
+        out.append('<div class="error"><strong>Partial report:</strong> the reproduction is still running '
+                   "(or was interrupted); sections not run yet say so below.</div>")
     if meta.get("scale"):
         out.append(f'<div class="scale"><strong>Preset <code>{_e(meta.get("preset"))}</code>:</strong> '
                    f'{_e(meta["scale"])}</div>')
@@ -253,7 +257,8 @@ def build_report(sections: list[dict], meta: dict) -> str:
     out.append('<nav class="toc"><strong>Sections</strong><ol>')
     for s in sections:
         n = _counts((s.get("results") or {}).get("claims") or [])
-        state = ("failed" if s.get("status") == "failed" else "not run") if not s.get("results") else \
+        state = {"failed": "failed", "pending": "not run yet"}.get(s.get("status"), "not run") \
+            if not s.get("results") else \
             f"{n['pass']} pass, {n['fail']} fail, {n['info']} info"
         out.append(f'<li><a href="#{_anchor(s.get("section"))}">{_e(s.get("title") or s.get("section"))}</a> '
                    f'<span class="subtitle">({_e(state)})</span></li>')

@@ -243,15 +243,28 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
     for s in SECTIONS:
         sec_out = section_dir(s.name, out, section_dirs)
         entry: dict = {"section": s.name, "study": s.study, "title": s.title, "description": s.description,
-                       "study_preset": pre.study_presets[s.name], "out_dir": str(sec_out), "status": "missing",
-                       "command": None, "scale": None, "wall_time_s": 0.0, "error": None, "results": None}
+                       "study_preset": pre.study_presets[s.name], "out_dir": str(sec_out), "status": "pending",
+                       "command": None, "scale": None, "wall_time_s": 0.0,
+                       "error": "not run yet: the reproduction is still in progress", "results": None}
         entries.append(entry)
         if s not in selected:
-            entry["error"] = "left out of this reproduction (--only/--skip)"
+            entry.update(status="missing", error="left out of this reproduction (--only/--skip)")
             old = common.load_results(sec_out)
             if old is not None:  # an earlier run's result is still shown, marked as reused
-                entry.update(status="reused", results=old, error=None, scale=describe_scale(old.get("config") or {}))
+                entry.update(status="reused", results=old, error=None, study_preset=old.get("preset"),
+                             scale=describe_scale(old.get("config") or {}))
+
+    def write(final: bool) -> dict:
+        # Written after every section, so an interrupted reproduction still leaves a report behind.
+        doc = assemble(entries, preset, out, started, device, final)
+        atomic_write_json(out / "reproduce.json", doc)
+        write_report(out / "report.html", entries, doc["meta"])
+        return doc
+
+    for s, entry in zip(SECTIONS, entries):
+        if s not in selected:
             continue
+        sec_out = Path(entry["out_dir"])
         i = selected.index(s) + 1
         # Expected times are rough: rescale the rest by how the finished sections compared to theirs.
         speed = max(done_measured / done_expected, 0.05) if done_expected > 0 else 1.0
@@ -296,10 +309,10 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
             done_expected += expected[s.name]
             done_measured += entry["wall_time_s"]
         log(f"[reproduce {i}/{len(selected)}] {s.name}: {entry['status']} in {_fmt_s(entry['wall_time_s'])}")
+        if s is not selected[-1]:
+            write(final=False)
 
-    doc = assemble(entries, preset, out, started, device)
-    atomic_write_json(out / "reproduce.json", doc)
-    write_report(out / "report.html", entries, doc["meta"])
+    doc = write(final=True)
     log(f"[reproduce] done in {_fmt_s(time.time() - started)}: {doc['summary']['pass']} pass, "
         f"{doc['summary']['fail']} fail, {doc['summary']['info']} info; report {out / 'report.html'}")
     if doc["summary"]["sections_without_results"]:
@@ -307,7 +320,8 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
     return doc
 
 
-def assemble(entries: list[dict], preset: str, out: Path, started: float, device: str | None) -> dict:
+def assemble(entries: list[dict], preset: str, out: Path, started: float, device: str | None,
+             final: bool = True) -> dict:
     """The ``reproduce.json`` document from the section entries."""
     env = common.environment(device)
     claims = []
@@ -339,6 +353,7 @@ def assemble(entries: list[dict], preset: str, out: Path, started: float, device
         "wall_time_s": round(time.time() - started, 2),
         "command": common.command_line(),
         "out_dir": str(out),
+        "complete": final,
         "sections": list(SECTION_NAMES),
     }
     failed = [e["section"] for e in entries if e["status"] == "failed"]
