@@ -113,8 +113,8 @@ def main() -> None:
     for cl in (False, True, False, True):  # alternated, so a burst of load hits both
         r = bench_train("small", 64, dev, cl, False, False, 2, args.train_timed_steps)
         tr[cl] = max(tr.get(cl, 0.0), r["images_per_s"])
-    rows.append(("training, unet-small 28x28, batch 64", "images/s", "NCHW", tr[False], "channels_last",
-                 tr[True], True, ""))
+    rows.append(("training, unet-small 28x28, batch 64", "images/s", "NCHW (`gahb train` default)", tr[False],
+                 "`gahb train --channels-last`", tr[True], True, ""))
     print(f"training: {tr[False]:.1f} images/s NCHW, {tr[True]:.1f} channels_last", flush=True)
 
     # 2. sampling ---------------------------------------------------------------------------------
@@ -185,7 +185,11 @@ def main() -> None:
     if args.write:
         from gahb.utils.io import atomic_write_text
 
-        cmd = shlex.join(["python", "benchmarks/bench_all.py", *sys.argv[1:]])
+        argv = list(sys.argv[1:])
+        if "--note" in argv:  # the note is printed below the table, not in the command
+            i = argv.index("--note")
+            del argv[i:i + 2]
+        cmd = shlex.join(["python", "benchmarks/bench_all.py", *argv])
         text = ("# Benchmarks\n\nLatest output of `benchmarks/bench_all.py` (one process, every ratio measured in "
                 "the same run; absolute rates depend on the machine and its load).\n\n"
                 f"Command: `{cmd}`\n\n{table}\n\n{facts}\n"
