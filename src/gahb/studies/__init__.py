@@ -2,6 +2,7 @@
 
 ==============  ================================================================================
 ``transition``  memorization -> generalization on a real dataset (paper Figs 1, 2, 15; section 6)
+``gahb_basis``  Jacobian eigenbasis of the smallest vs largest N of a transition study (Fig 3)
 ``calpha``      PSNR slopes on geometric C^alpha images vs the optimal alpha/(alpha+1) (Fig 4)
 ``manifold``    disks (a 5-D manifold): eigenvectors vs the tangent space, PSNR slope (Fig 5)
 ``shuffled``    the same dataset with a fixed pixel permutation: lower PSNR, slower spectra (Fig 21)
@@ -16,6 +17,8 @@ import importlib
 
 STUDIES: dict[str, str] = {
     "transition": "memorization -> generalization as N grows, on two disjoint training sets (Figs 1, 2, 15)",
+    "gahb_basis": "Jacobian eigenbasis (GAHB) of the smallest vs largest N of a transition study: spectra, "
+                  "tr J vs sigma, symmetry (Fig 3, eqs. 6-7)",
     "calpha": "C^alpha images: output-vs-input PSNR slope vs the optimal alpha/(alpha+1) (Fig 4)",
     "manifold": "disk manifold: top eigenvectors vs the 5-D tangent space, PSNR slope (Fig 5)",
     "shuffled": "pixel-shuffled dataset: PSNR curves and spectra against the unshuffled model (Fig 21)",
