@@ -46,6 +46,12 @@ class Config:
     lr: float = 1e-3
     lr_halve_every: float | None = 2
     eval_images: int = 32
+    # Largest training noise (pixel scale). The paper trains on sigma in [0, 1]; on a CPU budget the
+    # loss, dominated by large-sigma images (it scales with sigma^2), leaves the small-noise regime
+    # this study measures (sigma = 0.04, input PSNR >= 24 dB) least trained: the first standard
+    # run (sigma_max = 1) kept 47-77 effective dimensions at sigma = 0.04 instead of 5. Training on
+    # sigma <= 0.25 spends the same budget on the levels analysed here.
+    sigma_max: float = 0.25
     sigma: float = 0.04  # noise level of the Jacobian analysis (paper Fig. 5)
     n_analysis: int = 4  # held-out disks analysed
     min_contrast: float = 0.3  # analysed disks have |fg - bg| >= this (the geometric tangent
@@ -53,7 +59,7 @@ class Config:
     subspace_dim: int = 5  # eigenvectors compared with the tangent space
     top_k: int = 64  # eigenpairs kept (Lanczos when d > dense_max)
     dense_max: int = 4096  # dense Jacobian up to this many pixels
-    input_psnrs: tuple = tuple(range(0, 43, 2))
+    input_psnrs: tuple = tuple(range(12, 43, 2))  # from sigma = 0.25, the top of the training range
     fit_window: tuple = (24.0, 40.0)  # small-noise window (dB) of the PSNR slope
     min_mean_cos2: float = 0.8  # acceptance threshold for the mean cos^2 of the principal angles
     seed: int = 0
@@ -74,7 +80,8 @@ PRESETS = {
     # the paper's recipe (GPU): 80x80, 1e5 disks, the 7.6M UNet, the paper's schedule
     "paper": Config(size=80, n_train=100_000, n_test=512, model="unet-80", train_preset="paper", epochs=1000,
                     images_per_epoch=250_000, batch_size=512, lr_halve_every=100, eval_images=512,
-                    n_analysis=8, top_k=32, dense_max=6400, device="auto"),
+                    n_analysis=8, top_k=32, dense_max=6400, sigma_max=1.0, input_psnrs=tuple(range(0, 43, 2)),
+                    device="auto"),
 }
 
 
