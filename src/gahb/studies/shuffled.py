@@ -46,6 +46,12 @@ class Config:
     lr: float = 1e-3
     lr_halve_every: float | None = 2
     eval_images: int = 32
+    # Largest training noise. The paper trains on sigma in [0, 1]. On a CPU budget the loss (which
+    # scales with sigma^2) is dominated by large sigma and the small-noise end stays untrained: the
+    # first standard run (sigma_max = 1) put the original model ~2 dB *below* the identity at
+    # sigma <= 0.02. 0.4 is the smallest round value covering every sigma the study measures
+    # (the claim's sigma < 0.2 and the spectra at 0.3).
+    sigma_max: float = 0.4
     input_psnrs: tuple = tuple(range(0, 43, 2))
     max_sigma: float = 0.2  # the claim compares every evaluated sigma below this
     jacobian_sigma: float = 0.3  # noise level of the spectra (paper Fig. 21)
@@ -69,7 +75,7 @@ PRESETS = {
     # the paper's recipe (GPU) on the chosen dataset: 1e5 images, the 7.6M UNet, the paper's schedule
     "paper": Config(n_train=100_000, n_eval=512, model="unet-80", train_preset="paper", epochs=1000,
                     images_per_epoch=250_000, batch_size=512, lr_halve_every=100, eval_images=512,
-                    n_jacobian=4, top_k=64, device="auto"),
+                    n_jacobian=4, top_k=64, sigma_max=1.0, device="auto"),
 }
 
 
@@ -80,16 +86,18 @@ def _figure(curves: dict, spectra: dict, ex: dict, cfg: Config, path) -> None:
 
     plt = pyplot()
     fig = plt.figure(figsize=(10.0, 6.2))
-    gs = fig.add_gridspec(2, 5, height_ratios=[1.6, 1.0], hspace=0.35, wspace=0.3)
+    gs = fig.add_gridspec(2, 5, height_ratios=[1.6, 1.0], hspace=0.35, wspace=0.45)
     a1 = fig.add_subplot(gs[0, :2])
     a2 = fig.add_subplot(gs[0, 2:4])
     styles = {"original": dict(color="tab:blue", marker="o"), "shuffled": dict(color="tab:orange", marker="s")}
     for key, cur in curves.items():
         a1.plot(cur["input_psnr"], cur["output_psnr"], ms=3, lw=1.2, label=f"{key} model", **styles[key])
-    lim = [min(cfg.input_psnrs), max(cfg.input_psnrs)]
-    a1.plot(lim, lim, color="0.6", ls=":", lw=1, label="identity")
     from gahb.analysis.metrics import input_psnr
 
+    lim = [min(cfg.input_psnrs), max(cfg.input_psnrs)]
+    a1.plot(lim, lim, color="0.6", ls=":", lw=1, label="identity")
+    if cfg.sigma_max < 1:
+        a1.axvspan(lim[0], input_psnr(cfg.sigma_max), color="0.93", zorder=0, label="above training \u03c3")
     a1.axvline(input_psnr(cfg.max_sigma), color="0.4", lw=0.8, ls="--", label=f"\u03c3={cfg.max_sigma:g}")
     a1.set_xlabel("input PSNR (dB)")
     a1.set_ylabel("output PSNR (dB)")
