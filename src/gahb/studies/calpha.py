@@ -43,6 +43,7 @@ class Config:
     lr: float = 1e-3
     lr_halve_every: float | None = 2
     eval_images: int = 32  # images of the per-epoch training-time evaluation
+    sigma_max: float = 1.0  # largest training noise (the paper's 1; see the manifold study for lower values)
     input_psnrs: tuple = tuple(range(0, 41, 2))  # evaluated input PSNRs (dB)
     # Input-PSNR window (dB) of the least-squares slope, fixed before any standard run: the paper's
     # 0-34 dB axis without its high-noise end (< 10 dB: sigma above the image contrast, where a
