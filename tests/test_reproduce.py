@@ -289,3 +289,16 @@ def test_partial_report_is_written_after_each_section(tmp_path, monkeypatch):
     assert seen["partial"] and seen["status"]["manifold"] == "ok" and seen["status"]["shuffled"] == "pending"
     assert doc["meta"]["complete"] is True
     assert "Partial report" not in (tmp_path / "rep" / "report.html").read_text()
+
+
+def test_finished_section_config_matching():
+    from gahb.studies.reproduce import _same_config
+
+    old = {"epochs": 6, "runs_dir": "runs/x", "threads": 1, "dataset": "fashion-mnist"}
+    assert _same_config(old, {"epochs": 6, "runs_dir": None, "threads": 2, "dataset": "fashion-mnist"})
+    # a field added to the study after the run (default keeps the old behaviour) is not compared
+    assert _same_config(old, {"epochs": 6, "runs_dir": None, "dataset": "fashion-mnist", "sigma_max": 1.0})
+    assert not _same_config(old, {"epochs": 7, "runs_dir": "runs/x", "dataset": "fashion-mnist"})
+    assert not _same_config(old, {"epochs": 6, "dataset": "fashion-mnist"} | {"dataset": "other"})
+    assert not _same_config({"epochs": 6, "gone": 1}, {"epochs": 6})
+    assert not _same_config(None, {"epochs": 6})

@@ -155,9 +155,25 @@ def describe_scale(cfg: dict) -> str:
     return "; ".join(parts)
 
 
+# Fields that say how or where a study ran, not what it computed: a finished section stays valid
+# when only they differ (e.g. a study run with --set runs_dir=runs/X --threads 1).
+LOCATION_FIELDS = ("threads", "runs_dir", "cache_dir")
+
+
 def _comparable(cfg: dict) -> dict:
-    # Threads change speed, not results: a finished section stays valid when only they differ.
-    return {k: v for k, v in (cfg or {}).items() if k not in ("threads",)}
+    return {k: v for k, v in (cfg or {}).items() if k not in LOCATION_FIELDS}
+
+
+def _same_config(old: dict | None, new: dict) -> bool:
+    """Whether a finished section's config matches the one requested.
+
+    Fields the old results do not have were added to the study after it ran, with defaults that
+    keep the old behaviour; they are not compared.
+    """
+    if old is None:
+        return False
+    a, b = _comparable(old), _comparable(new)
+    return all(k in b and a[k] == b[k] for k in a)
 
 
 def _all_finite(obj: Any) -> bool:
@@ -290,7 +306,7 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
             old = None if rerun else common.load_results(sec_out)
             upstream_fresh = any(d in recomputed for d in s.depends)
             if (old is not None and not upstream_fresh
-                    and _comparable(old.get("config")) == _comparable(common.config_to_dict(cfg))):
+                    and _same_config(old.get("config"), common.config_to_dict(cfg))):
                 entry.update(status="reused", results=old)
                 log(f"[reproduce {i}/{len(selected)}] {s.name}: reusing {sec_out / 'results.json'} (same configuration)")
             else:
