@@ -248,7 +248,11 @@ def build_report(sections: list[dict], meta: dict) -> str:
                    f'{_e(meta["scale"])}</div>')
     rows = [("preset", meta.get("preset")), ("date", meta.get("date")),
             ("git revision", meta.get("git_revision")), ("device", meta.get("device")),
-            ("total wall time", format_seconds(meta.get("wall_time_s"))),
+            ("wall time of this command", format_seconds(meta.get("wall_time_s"))),
+            ("wall time of the studies", None if meta.get("studies_wall_time_s") is None else
+             format_seconds(meta.get("studies_wall_time_s"))
+             + (f" (summed from their results; reused here: {', '.join(meta['reused_sections'])})"
+                if meta.get("reused_sections") else "")),
             ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
             ("machine", meta.get("machine")), ("command", meta.get("command")),
             ("output folder", meta.get("out_dir"))]

@@ -367,6 +367,10 @@ def assemble(entries: list[dict], preset: str, out: Path, started: float, device
         "platform": env.get("platform"),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_time_s": round(time.time() - started, 2),
+        # A reused section cost nothing now; what its results cost is in its own results.json.
+        "studies_wall_time_s": round(sum(float((e["results"] or {}).get("wall_time_s") or 0.0)
+                                         for e in entries), 2),
+        "reused_sections": [e["section"] for e in entries if e["status"] == "reused"],
         "command": common.command_line(),
         "out_dir": str(out),
         "complete": final,
