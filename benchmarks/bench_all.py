@@ -46,7 +46,7 @@ from bench_training import bench as bench_train  # noqa: E402
 
 from gahb.models import optimize_for_inference  # noqa: E402
 
-DEFAULT_RUN = "runs/quickstart/train_fm_s1_n1000"
+DEFAULT_RUN = "runs/reproduce-quick/transition/runs/N1000_s1"  # written by the README main job
 
 
 def load() -> str:
