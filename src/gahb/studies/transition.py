@@ -56,6 +56,9 @@ class Config:
     train_preset: str = "quick"
     epochs: int = 6
     images_per_epoch: int = 5000
+    # None: `epochs` tiled epochs (an epoch is at least the whole set, so large N train longer,
+    # as in the paper). A number: exactly that many optimizer steps for every network.
+    steps: int | None = None
     lr_halve_every: float = 2
     batch_size: int = 64
     seed: int = 0
@@ -93,7 +96,7 @@ PRESETS: dict[str, Config] = {
                    input_psnrs=(0.0, 12.0, 24.0), curve_images=8, n_samples=8, other_samplers=("fast",),
                    emp_images=4, emp_sigmas=(0.1, 0.5), grid_samples=4),
     # Minutes on a CPU: part of `gahb reproduce --preset quick`.
-    "quick": Config(ns=(1, 10, 1000, "max"), epochs=2, images_per_epoch=2500, lr_halve_every=1,
+    "quick": Config(ns=(1, 10, 1000, "max"), steps=80, images_per_epoch=2500, lr_halve_every=0,
                     input_psnrs=tuple(float(p) for p in range(0, 43, 6)), curve_images=64, n_samples=64,
                     other_samplers=(), emp_images=16, emp_sigmas=(0.05, 0.2, 0.5)),
     # The acceptance run: within 90 minutes on 2 CPU cores.
@@ -123,7 +126,8 @@ def _resolve_ns(cfg: Config, max_n: int) -> list[int]:
 def _train_config(cfg: Config, subset: str):
     from gahb.training.config import make_config
 
-    return make_config(cfg.train_preset, model=cfg.model, epochs=cfg.epochs, images_per_epoch=cfg.images_per_epoch,
+    budget = {"steps": cfg.steps} if cfg.steps else {"epochs": cfg.epochs}
+    return make_config(cfg.train_preset, model=cfg.model, **budget, images_per_epoch=cfg.images_per_epoch,
                        lr_halve_every=cfg.lr_halve_every, batch_size=cfg.batch_size,
                        seed=cfg.seed + (0 if subset == "s1" else 1), device=cfg.device)
 
@@ -133,6 +137,8 @@ def _measure_config(cfg: Config) -> dict:
     d = config_to_dict(cfg)
     for k in ("ns", "runs_dir", "device", "threads", "grid_samples", "cache_dir"):
         d.pop(k, None)
+    if d.get("steps") is None:  # added later; keeps earlier caches valid
+        d.pop("steps", None)
     return d
 
 
