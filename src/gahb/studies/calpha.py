@@ -67,7 +67,7 @@ PRESETS = {
                    eval_images=8, input_psnrs=(6, 12, 18, 24, 30), fit_window=(12.0, 30.0),
                    sensitivity_windows=((6.0, 18.0),)),
     # about 2.5 min on one CPU thread (4 x ~30 s of training)
-    "quick": Config(size=32, n_train=8_000, n_test=64, model="unet-tiny", epochs=1, lr_halve_every=None),
+    "quick": Config(size=32, n_train=8_000, n_test=64, model="unet-tiny", epochs=2, lr_halve_every=None),
     # the acceptance run: about 40 min on one CPU thread (4 x ~9 min of training)
     "standard": Config(),
     # the paper's recipe (GPU): 80x80, 1e5 images per alpha, the 7.6M UNet, the paper's schedule

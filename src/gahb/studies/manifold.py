@@ -73,7 +73,7 @@ PRESETS = {
     "test": Config(size=16, n_train=256, n_test=8, model="unet-tiny", epochs=1, eval_images=8, n_analysis=1,
                    top_k=16, input_psnrs=(12, 18, 24, 30, 36), fit_window=(24.0, 36.0)),
     # about 1.5 min on one CPU thread
-    "quick": Config(size=24, n_train=8_000, n_test=64, model="unet-tiny", epochs=1, lr_halve_every=None,
+    "quick": Config(size=24, n_train=8_000, n_test=64, model="unet-tiny", epochs=3, lr_halve_every=None,
                     n_analysis=2),
     # the acceptance run: about 15 min on one CPU thread
     "standard": Config(),

@@ -69,7 +69,7 @@ PRESETS = {
     "test": Config(dataset="synthetic:disks:size=16", n_train=256, n_eval=8, model="unet-tiny", epochs=1,
                    eval_images=8, input_psnrs=(6, 12, 18, 24, 30), n_jacobian=1),
     # about 1.5 min on one CPU thread (2 x ~35 s of training)
-    "quick": Config(n_train=4_000, n_eval=64, model="unet-tiny", epochs=2, lr_halve_every=None, n_jacobian=1),
+    "quick": Config(n_train=4_000, n_eval=64, model="unet-tiny", epochs=4, lr_halve_every=None, n_jacobian=1),
     # the acceptance run: about 18 min on one CPU thread (2 x ~8 min of training)
     "standard": Config(),
     # the paper's recipe (GPU) on the chosen dataset: 1e5 images, the 7.6M UNet, the paper's schedule

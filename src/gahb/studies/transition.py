@@ -96,7 +96,7 @@ PRESETS: dict[str, Config] = {
                    input_psnrs=(0.0, 12.0, 24.0), curve_images=8, n_samples=8, other_samplers=("fast",),
                    emp_images=4, emp_sigmas=(0.1, 0.5), grid_samples=4),
     # Minutes on a CPU: part of `gahb reproduce --preset quick`.
-    "quick": Config(ns=(1, 10, 1000, "max"), steps=80, images_per_epoch=2500, lr_halve_every=0,
+    "quick": Config(ns=(1, 10, 1000, "max"), steps=200, images_per_epoch=2500, lr_halve_every=0,
                     input_psnrs=tuple(float(p) for p in range(0, 43, 6)), curve_images=64, n_samples=64,
                     other_samplers=(), emp_images=16, emp_sigmas=(0.05, 0.2, 0.5)),
     # The acceptance run: within 90 minutes on 2 CPU cores.
