@@ -73,6 +73,13 @@ class DistContext:
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
+            # Tear down together: a gloo rank destroying its group while its peer is still
+            # using (or already closing) the connection can abort the process at exit
+            # ("terminate called without an active exception"; seen once in CI).
+            try:
+                dist.barrier()
+            except RuntimeError:
+                pass
             dist.destroy_process_group()
             self.owns_group = False
 
