@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def setup_threads(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(int(threads))
-
-
-def resolve_runs_dir(runs_dir: str | None, out_dir: str | os.PathLike) -> Path:
-    """Where trained runs live: ``runs_dir`` when given (keep it out of docs/), else ``out_dir/runs``."""
-    return Path(runs_dir) if runs_dir else Path(out_dir) / "runs"
 
 
 def model_config(model):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -166,12 +165,8 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     lo, hi = (float(v) for v in cfg.fit_window)
     if sum(lo - 1e-9 <= p <= hi + 1e-9 for p in cfg.input_psnrs) < 2:
         raise ValueError(f"fit_window {cfg.fit_window} holds fewer than two of input_psnrs {cfg.input_psnrs}")
-    started = time.time()
-    syn.setup_threads(cfg.threads)
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    runs = syn.resolve_runs_dir(cfg.runs_dir, out)
-    watch = common.Stopwatch()
+    started, out, watch = common.begin(cfg, out_dir)
+    runs = common.runs_dir(cfg, out)
 
     curves, fits, examples, per_alpha = {}, {}, {}, {}
     claims = []

@@ -134,15 +134,16 @@ def claim(name: str, paper: Any, measured: Any, passed: bool | None, target: str
             "passed": None if passed is None else bool(passed), "detail": detail}
 
 
-def _check_finite(obj: Any, where: str = "numbers") -> None:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        raise ValueError(f"non-finite value at {where}")
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_finite(v, f"{where}.{k}")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _check_finite(v, f"{where}[{i}]")
+def first_nonfinite(obj: Any, where: str = "numbers") -> str | None:
+    """The path of the first NaN/inf float inside nested dicts/lists, or None if all are finite."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else where
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        bad = first_nonfinite(v, f"{where}.{k}" if isinstance(obj, dict) else f"{where}[{k}]")
+        if bad is not None:
+            return bad
+    return None
 
 
 def finish(out_dir: str | os.PathLike, study: str, preset: str | None, config, claims: list[dict],
@@ -157,8 +158,9 @@ def finish(out_dir: str | os.PathLike, study: str, preset: str | None, config, c
     for fig in figures:
         if not (out / fig["path"]).is_file():
             raise FileNotFoundError(f"study {study}: figure {fig['path']} was listed but not written")
-    if not allow_nonfinite:
-        _check_finite(numbers)
+    bad = None if allow_nonfinite else first_nonfinite(numbers)
+    if bad is not None:
+        raise ValueError(f"non-finite value at {bad}")
     results = {
         "study": study,
         "preset": preset,
@@ -199,6 +201,25 @@ def train_or_reuse(train_cfg, train_images, test_images, run_dir: str | os.PathL
           resume="auto")
     model, _ = load_denoiser(run_dir, device=resolve_device(train_cfg.device))
     return model
+
+
+def begin(cfg, out_dir: str | os.PathLike) -> tuple[float, Path, "Stopwatch"]:
+    """Start a study run: apply ``cfg.threads``, create ``out_dir/figures``; returns
+    ``(started, out_dir, stopwatch)`` (``started`` is what :func:`finish` measures from)."""
+    import torch
+
+    started = time.time()
+    if getattr(cfg, "threads", None):
+        torch.set_num_threads(int(cfg.threads))
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    return started, out, Stopwatch()
+
+
+def runs_dir(cfg, out_dir: str | os.PathLike) -> Path:
+    """Where a study's trained runs live: ``cfg.runs_dir`` when given (keep them out of docs/),
+    else ``out_dir/runs``."""
+    return Path(cfg.runs_dir) if getattr(cfg, "runs_dir", None) else Path(out_dir) / "runs"
 
 
 class Stopwatch:

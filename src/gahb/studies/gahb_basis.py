@@ -17,11 +17,10 @@ than the generalising one (it projects onto its few training images); SURE match
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gahb.studies.common import Stopwatch, claim, finish, load_results
+from gahb.studies.common import begin, claim, finish, load_results
 
 NAME = "gahb_basis"
 PAPER_FIG3 = {5: 1.244, 17: 1.115, 29: 1.046, 41: 1.008, 53: 0.973, 65: 0.93, 77: 0.896, 89: 0.857,
@@ -161,8 +160,6 @@ def _spectra_figure(analyses, labels, path):
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
     """Analyse the two networks' Jacobians at one held-out image; write results.json and figures."""
-    import torch
-
     from gahb.analysis.adaptive_basis import JacobianAnalysisConfig, analyze_image
     from gahb.analysis.jacobian_figures import (comparison_figure, effective_dimension_figure,
                                                 eigenvector_montage, montage_indices)
@@ -172,13 +169,8 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
 
     cfg = config
     cfg.validate()
-    started = time.time()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    started, out, watch = begin(cfg, out_dir)
     device = resolve_device(cfg.device)
-    watch = Stopwatch()
     runs, labels, transition = find_runs(cfg)
     jcfg = JacobianAnalysisConfig(sigmas=list(cfg.sigmas), method=cfg.method, k=cfg.k, chunk=cfg.chunk,
                                   seed=cfg.seed)

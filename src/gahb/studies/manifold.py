@@ -18,9 +18,7 @@ small-noise window of input PSNR.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -222,12 +220,8 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     from gahb.data.synthetic import disk_images, disk_tangent_space, sample_disk_params
 
     cfg = config
-    started = time.time()
-    syn.setup_threads(cfg.threads)
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    runs = syn.resolve_runs_dir(cfg.runs_dir, out)
-    watch = common.Stopwatch()
+    started, out, watch = common.begin(cfg, out_dir)
+    runs = common.runs_dir(cfg, out)
 
     split = load_split(dataset_spec(cfg), n=cfg.n_train, subset="s1", seed=cfg.data_seed, n_test=cfg.n_test,
                        progress=False)

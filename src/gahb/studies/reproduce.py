@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
 import os
 import shlex
 import sys
@@ -28,7 +27,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from gahb.studies import common
 
@@ -174,16 +173,6 @@ def _same_config(old: dict | None, new: dict) -> bool:
         return False
     a, b = _comparable(old), _comparable(new)
     return all(k in b and a[k] == b[k] for k in a)
-
-
-def _all_finite(obj: Any) -> bool:
-    if isinstance(obj, float):
-        return math.isfinite(obj)
-    if isinstance(obj, dict):
-        return all(_all_finite(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return all(_all_finite(v) for v in obj)
-    return True
 
 
 def section_dir(name: str, out: Path, section_dirs: dict | None) -> Path:
@@ -378,7 +367,7 @@ def assemble(entries: list[dict], preset: str, out: Path, started: float, device
     }
     failed = [e["section"] for e in entries if e["status"] == "failed"]
     without = [e["section"] for e in entries if e["results"] is None]
-    nonfinite = [e["section"] for e in entries if e["results"] is not None and not _all_finite(e["results"])]
+    nonfinite = [e["section"] for e in entries if e["results"] is not None and common.first_nonfinite(e["results"]) is not None]
     summary = {**counts, "sections": len(entries), "failed_sections": failed,
                "sections_without_results": without,
                "sections_with_nonfinite_numbers": nonfinite}

@@ -16,9 +16,7 @@ same noisy image, shuffled for the shuffled model).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -152,17 +150,12 @@ def _eigen_figure(bases: dict, shuffle, indices, path) -> None:
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
     """Train on the dataset and its shuffled copy; compare PSNR curves and spectra; write results."""
     from gahb.analysis.memorization import denoising_curve
-    from gahb.analysis.metrics import sigma_from_psnr
     from gahb.data.datasets import load_split
     from gahb.data.synthetic import PixelShuffle
 
     cfg = config
-    started = time.time()
-    syn.setup_threads(cfg.threads)
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    runs = syn.resolve_runs_dir(cfg.runs_dir, out)
-    watch = common.Stopwatch()
+    started, out, watch = common.begin(cfg, out_dir)
+    runs = common.runs_dir(cfg, out)
 
     split = load_split(cfg.dataset, n=cfg.n_train, subset="s1", seed=cfg.data_seed, size=cfg.size,
                        progress=False)

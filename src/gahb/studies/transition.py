@@ -25,15 +25,13 @@ training run resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gahb.studies.common import Stopwatch, claim, config_to_dict, finish, train_or_reuse
+from gahb.studies.common import begin, claim, config_to_dict, finish, train_or_reuse
+from gahb.studies.common import runs_dir as study_runs_dir
 
 NAME = "transition"
 GRID_PSNRS = tuple(float(p) for p in range(0, 43, 3))  # the paper's 0-42 dB axis (spec 6.1)
@@ -263,14 +261,9 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
 
     cfg = config
     cfg.validate()
-    started = time.time()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    started, out, watch = begin(cfg, out_dir)
     (out / "per_n").mkdir(parents=True, exist_ok=True)
-    runs_dir = Path(cfg.runs_dir) if cfg.runs_dir else out / "runs"
-    watch = Stopwatch()
+    runs_dir = study_runs_dir(cfg, out)
 
     pool = load_pool(cfg.dataset, cache_dir=cfg.cache_dir, progress=progress)
     probe = load_split(cfg.dataset, n=1, subset="s1", seed=cfg.split_seed, pool=pool, progress=False)
