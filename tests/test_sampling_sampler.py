@@ -70,6 +70,18 @@ def test_config_validation_and_overrides():
         SamplerConfig.from_dict({"h": 0.1})
 
 
+def test_sampler_spec_strings():
+    assert get_config("paper:beta=0.2") == get_config("paper", beta=0.2)
+    cfg = get_config("deterministic:max_steps=7,dtype=float64,reproject=false")
+    assert (cfg.beta, cfg.max_steps, cfg.dtype, cfg.reproject) == (1.0, 7, "float64", False)
+    assert get_config("paper:beta=0.2", beta=0.3).beta == 0.3  # keyword overrides beat the spec
+    for bad, msg in (("paper:beta", "KEY=VALUE"), ("paper:gamma=1", "KEY=VALUE"), ("paper:beta=x", "not a float"),
+                     ("paper:reproject=maybe", "not a bool"), ("nope:beta=0.2", "preset"),
+                     ("paper:beta=2", "beta")):
+        with pytest.raises(ValueError, match=msg):
+            get_config(bad)
+
+
 # ---------------------------------------------------------------------------------------------
 # Known answers
 

@@ -137,13 +137,47 @@ PRESETS: dict[str, SamplerConfig] = {
 }
 
 
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """Split a sampler spec ``"NAME"`` or ``"NAME:key=value,key=value"`` into the preset name and
+    its typed overrides, e.g. ``"paper:beta=0.2"`` (the paper's sampler with beta = 0.2). Specs keep
+    study configs plain strings (JSON-able, comparable) while naming any sampler."""
+    name, _, rest = str(spec).partition(":")
+    overrides: dict = {}
+    if rest:
+        types = {f.name: f.type for f in fields(SamplerConfig)}
+        for item in rest.split(","):
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq or key not in types:
+                raise ValueError(f"bad sampler spec {spec!r}: {item!r} is not KEY=VALUE with KEY one of "
+                                 f"{sorted(types)}")
+            kind = str(types[key])
+            try:
+                if "bool" in kind:
+                    if value.strip().lower() not in ("true", "false", "1", "0"):
+                        raise ValueError(value)
+                    overrides[key] = value.strip().lower() in ("true", "1")
+                elif "int" in kind:
+                    overrides[key] = int(value)
+                elif "float" in kind:
+                    overrides[key] = float(value)
+                else:
+                    overrides[key] = value.strip()
+            except ValueError:
+                raise ValueError(f"bad sampler spec {spec!r}: {key} = {value!r} is not a {kind}") from None
+    return name.strip(), overrides
+
+
 def get_config(preset: str | SamplerConfig | None = "paper", **overrides) -> SamplerConfig:
-    """A preset by name (or a config) with some fields overridden; ``None`` values are ignored."""
+    """A preset by name or spec (``"paper:beta=0.2"``, see :func:`parse_spec`), or a config, with
+    some fields overridden; ``None`` values are ignored."""
     if preset is None:
         preset = "paper"
     if isinstance(preset, SamplerConfig):
         cfg = preset
     else:
+        preset, spec_overrides = parse_spec(preset)
+        overrides = {**spec_overrides, **overrides}
         if preset not in PRESETS:
             raise ValueError(f"unknown sampler preset {preset!r}; choose one of {sorted(PRESETS)}")
         cfg = PRESETS[preset]
