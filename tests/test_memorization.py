@@ -198,6 +198,22 @@ class ShrinkTo(torch.nn.Module):
         return self.a * y + (1 - self.a) * self.x0
 
 
+class TwoSetShrink(torch.nn.Module):
+    """Keeps a fraction a_own of the noise around the image of ``own`` the batch is near, a_other
+    around ``other``: a network better on its own training images (batches are whole sets)."""
+
+    def __init__(self, own, other, a_own, a_other):
+        super().__init__()
+        self.register_buffer("own", own)
+        self.register_buffer("other", other)
+        self.a_own, self.a_other = a_own, a_other
+
+    def forward(self, y):
+        mine = (y - self.own).pow(2).sum() < (y - self.other).pow(2).sum()
+        x0, a = (self.own, self.a_own) if mine else (self.other, self.a_other)
+        return a * y + (1 - a) * x0
+
+
 def test_fixed_noise_is_per_image_and_seeded():
     z = mem.fixed_noise((1, 4, 4), range(5), seed=3)
     torch.testing.assert_close(mem.fixed_noise((1, 4, 4), [3, 1], seed=3), z[[3, 1]], rtol=0, atol=0)
@@ -404,3 +420,27 @@ def test_fig2_measures_on_empirical_denoisers_memorise():
     assert (paired < 0.999).all() and (paired <= cross.double() + 1e-4).all()
     summary = mem.memorization_summary(paired=paired, nearest_train=near, n_train=4)
     assert summary.nearest_train.median > summary.paired.median
+
+
+def test_paired_gap_cancels_image_difficulty_and_network_quality():
+    """Own network minus the network that never saw the image, on the same images and noise."""
+    g = torch.Generator().manual_seed(11)
+    s1 = torch.rand(5, 1, 8, 8, generator=g)
+    s2 = torch.rand(5, 1, 8, 8, generator=g) * 0.2  # much darker: an unpaired comparison would see this
+    # f1 keeps 10% of the noise on S1 and 20% on S2; f2 keeps 20% on S2 and 40% on S1 (a worse net).
+    f1, f2 = TwoSetShrink(s1, s2, 0.1, 0.2), TwoSetShrink(s2, s1, 0.2, 0.4)
+    curves = {(a, b): mem.denoising_curve(f, x, input_psnrs=[20, 30, 40], seed=0)
+              for a, f in (("1", f1), ("2", f2)) for b, x in (("1", s1), ("2", s2))}
+    res = mem.paired_psnr_gap(curves["1", "1"], curves["2", "1"], curves["2", "2"], curves["1", "2"])
+    # (20 log10(0.4/0.1) + 20 log10(0.2/0.2)) / 2 = 6.02 dB, whatever the images' brightness.
+    assert res["gap_db"] == pytest.approx(20 * np.log10(2.0), abs=1e-3)
+    assert res["se_db"] == pytest.approx(0.0, abs=1e-3)
+    assert len(curves["1", "1"]["image_mean_psnr"]) == 5
+    np.testing.assert_allclose(np.mean(curves["1", "1"]["image_mean_psnr"]),
+                               np.mean(curves["1", "1"]["output_psnr"]), atol=1e-9)
+    assert mem.unpaired_gap_se(curves["1", "1"], curves["1", "2"]) >= 0
+    one = {k: dict(c, image_mean_psnr=c["image_mean_psnr"][:1]) for k, c in curves.items()}
+    assert mem.paired_psnr_gap(one["1", "1"], one["2", "1"], one["2", "2"], one["1", "2"])["se_db"] is None
+    with pytest.raises(ValueError, match="same images"):
+        mem.paired_psnr_gap(curves["1", "1"], dict(curves["2", "1"], image_mean_psnr=[30.0, 31.0, 32.0]),
+                            curves["2", "2"], curves["1", "2"])

@@ -447,7 +447,8 @@ def denoising_curve(denoiser: Callable[[torch.Tensor], torch.Tensor], images, in
 
     Returns a JSON-able dict: ``input_psnr`` (nominal), ``sigma``, ``output_psnr`` (mean over
     images), ``output_psnr_std``, ``noisy_psnr`` (the realised PSNR of y, i.e. what the identity
-    map scores), ``n_images``, ``seed``.
+    map scores), ``image_mean_psnr`` (per image, its output PSNR averaged over the levels: what
+    :func:`paired_psnr_gap` pairs), ``n_images``, ``seed``.
     """
     from tqdm.auto import tqdm
 
@@ -463,6 +464,7 @@ def denoising_curve(denoiser: Callable[[torch.Tensor], torch.Tensor], images, in
     n = images.shape[0]
     out_sum = torch.zeros(len(levels), dtype=torch.float64)
     out_sq = torch.zeros(len(levels), dtype=torch.float64)
+    per_image = torch.zeros(n, dtype=torch.float64)
     noisy_sum = torch.zeros(len(levels), dtype=torch.float64)
     bar = tqdm(total=n * len(levels), desc="denoising curve", unit="img", disable=not progress)
     for lo in range(0, n, batch):
@@ -473,6 +475,7 @@ def denoising_curve(denoiser: Callable[[torch.Tensor], torch.Tensor], images, in
             p_out = psnr(denoiser(y), x, reduce=False).double().cpu()
             out_sum[j] += p_out.sum()
             out_sq[j] += p_out.pow(2).sum()
+            per_image[lo:lo + x.shape[0]] += p_out / len(sigmas)
             noisy_sum[j] += psnr(y, x, reduce=False).double().sum().cpu()
             bar.update(x.shape[0])
     bar.close()
@@ -480,7 +483,7 @@ def denoising_curve(denoiser: Callable[[torch.Tensor], torch.Tensor], images, in
     std = (out_sq / n - mean.pow(2)).clamp_min(0.0).sqrt()
     return {"input_psnr": levels, "sigma": sigmas, "output_psnr": mean.tolist(),
             "output_psnr_std": std.tolist(), "noisy_psnr": (noisy_sum / n).tolist(),
-            "n_images": int(n), "seed": int(seed)}
+            "image_mean_psnr": per_image.tolist(), "n_images": int(n), "seed": int(seed)}
 
 
 def psnr_gap(train_curve: dict, test_curve: dict, sigma_max: float = 1.0) -> float:
@@ -499,6 +502,45 @@ def psnr_gap(train_curve: dict, test_curve: dict, sigma_max: float = 1.0) -> flo
         raise ValueError(f"no noise level with sigma <= {sigma_max}")
     gap = np.asarray(train_curve["output_psnr"], np.float64) - np.asarray(test_curve["output_psnr"], np.float64)
     return float(gap[keep].mean())
+
+
+def paired_psnr_gap(own_1: dict, cross_1: dict, own_2: dict, cross_2: dict) -> dict[str, float]:
+    """Train - test PSNR gap of two networks trained on disjoint sets, estimated on the same images.
+
+    ``own_1`` is f_S1's curve on images of S1 and ``cross_1`` is f_S2's curve on the *same* images
+    with the same noise (S1 is held out for f_S2); likewise ``own_2`` and ``cross_2`` on images of S2.
+    The gap is mean_i[own_1 - cross_1] / 2 + mean_i[own_2 - cross_2] / 2 over the per-image PSNRs
+    averaged over sigma (:func:`denoising_curve`'s ``image_mean_psnr``).
+
+    It estimates the same expectation as :func:`psnr_gap` (own training images minus unseen images
+    of the same distribution), but each image is compared with itself: the image-to-image spread
+    of PSNR (easy dark images, hard textured ones), which dominates the unpaired difference of two
+    image sets once the true gap is below ~0.1 dB, cancels; so does a constant quality difference
+    between the two networks, which enters the two halves with opposite signs. Returns ``gap_db``
+    and its standard error ``se_db`` (images taken as independent; None for a single image).
+    """
+    diffs = []
+    for own, cross in ((own_1, cross_1), (own_2, cross_2)):
+        if [float(p) for p in own["input_psnr"]] != [float(p) for p in cross["input_psnr"]]:
+            raise ValueError("own and cross curves use different input PSNRs")
+        a = np.asarray(own["image_mean_psnr"], np.float64)
+        b = np.asarray(cross["image_mean_psnr"], np.float64)
+        if a.shape != b.shape or a.size < 1:
+            raise ValueError(f"own and cross curves must cover the same images, got {a.size} and {b.size}")
+        diffs.append(a - b)
+    gap = 0.5 * (diffs[0].mean() + diffs[1].mean())
+    if min(d.size for d in diffs) < 2:  # N = 1: one image, no spread to estimate an error from
+        return {"gap_db": float(gap), "se_db": None}
+    se = 0.5 * math.sqrt(sum(d.var(ddof=1) / d.size for d in diffs))
+    return {"gap_db": float(gap), "se_db": float(se)}
+
+
+def unpaired_gap_se(train_curve: dict, test_curve: dict) -> float:
+    """Standard error (dB) of :func:`psnr_gap` from the per-image spread of the two image sets
+    (a set of one image contributes no spread)."""
+    a = np.asarray(train_curve["image_mean_psnr"], np.float64)
+    b = np.asarray(test_curve["image_mean_psnr"], np.float64)
+    return float(math.sqrt(sum(v.var(ddof=1) / v.size for v in (a, b) if v.size > 1)))
 
 
 def denoising_curves_figure(per_n: dict, path=None, ncols: int | None = None, title: str | None = None):
