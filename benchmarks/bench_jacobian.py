@@ -131,16 +131,15 @@ def cached_model(preset: str, size: int, steps: int, cache: str, calibrate: bool
     return model.eval(), f"{preset} ({n_params:,} params), {steps} Adam steps on C^alpha ({note}; {where})"
 
 
-def topk_row(make_op, k: int, tol: float, blocks, dense_total: float | None, w_ref, row: dict, label: str,
-             suffix: str = "") -> None:
+def topk_row(make_op, k: int, tol: float, blocks, dense_total: float | None, w_ref, row: dict, label: str) -> None:
     for block in blocks:
         def run():
             return topk_eigs(make_op(), k, tol=tol, block=block)
         top, t = timed(run)
-        key = f"lanczos_b{block}{suffix}"
+        key = f"lanczos_b{block}"
         row[f"{key}_s"], row[f"{key}_products"], row[f"{key}_converged"] = t, top.matvecs, top.converged
         row[f"{key}_product_s"] = top.info["product_seconds"]
-        msg = (f"  top-{k} Lanczos block={block}{suffix}: {t:7.2f}s ({top.matvecs} products of S taking "
+        msg = (f"  top-{k} Lanczos block={block}: {t:7.2f}s ({top.matvecs} products of S taking "
                f"{top.info['product_seconds']:.2f}s, converged={top.converged})")
         if w_ref is not None:
             row[f"{key}_eig_relerr"] = rel_eig_err(top.eigenvalues, w_ref[:k])
@@ -230,10 +229,6 @@ def main() -> None:
                   f"(ours), {row['loop_s'] + t_eigh:.2f}s (loop)", flush=True)
             topk_row(lambda: JacobianOperator(model, y, channels_last=True), args.k, args.tol, args.blocks,
                      t_dense + t_eigh, w, row, "our dense J + eigh")
-            if torch.get_num_threads() >= 2:
-                # the same block-1 run with the J and J^T passes one after the other (both threads each)
-                topk_row(lambda: JacobianOperator(model, y, channels_last=True, parallel_sym=False), args.k,
-                         args.tol, [1], t_dense + t_eigh, w, row, "our dense J + eigh", suffix="_serial_sym")
             row["speedup_vs_loop_dense_eigh"] = {f"b{b}": (row["loop_s"] + t_eigh) / row[f"lanczos_b{b}_s"]
                                                  for b in args.blocks}
             print("  vs the loop's dense J + eigh: " + ", ".join(

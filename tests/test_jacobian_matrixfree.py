@@ -133,28 +133,3 @@ def test_explicit_adjoint_equals_reverse_mode(arch, pad_mode, shape):
     # and it is the transpose of the forward pass: <J v, u> = <v, J^T u>
     V = torch.randn(4, op.d, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     assert torch.allclose((op.jvp(V) * U).sum(1), (V * explicit).sum(1), rtol=1e-10, atol=1e-12)
-
-
-def test_parallel_sym_equals_serial_and_restores_threads(net_op):
-    """S v with the J and J^T passes on two threads is the same product, counted once each."""
-    op, J = net_op
-    V = torch.randn((3, op.d), generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        before = dict(op.counts)
-        op.parallel_sym = True
-        par = op.sym(V)
-        assert torch.get_num_threads() == 2
-        assert op.counts == {"jvp": before["jvp"] + 3, "vjp": before["vjp"] + 3}
-        op.parallel_sym = False
-        torch.testing.assert_close(par, op.sym(V), rtol=0, atol=1e-12)
-        torch.testing.assert_close(par, V @ (0.5 * (J + J.T)), rtol=0, atol=1e-5)
-        op.parallel_sym = None  # auto: on here (CPU, 2 threads, explicit adjoint)
-        assert op._parallel_sym()
-        torch.set_num_threads(1)
-        assert not op._parallel_sym()
-    finally:
-        op.parallel_sym = None
-        op.release()
-        torch.set_num_threads(threads)

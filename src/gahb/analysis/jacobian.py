@@ -244,8 +244,6 @@ class JacobianOperator:
         channels_last: channels_last layout for the linearized network's convolutions.
         check: verify the linearized network against reverse-mode AD of the real one (one random
             cotangent) and J y against f(y).
-        parallel_sym: run the J and J^T passes of :meth:`sym` concurrently on two threads; None
-            (default) does so on the CPU with >= 2 torch threads and the explicit adjoint.
 
     Attributes:
         shape: (C, H, W); d: number of pixels times channels; fy: f(y) as a flat float64 tensor;
@@ -253,7 +251,7 @@ class JacobianOperator:
     """
 
     def __init__(self, denoiser: nn.Module, y: torch.Tensor, backend: str = "auto", chunk: int = 16,
-                 channels_last: bool = False, check: bool = True, parallel_sym: bool | None = None):
+                 channels_last: bool = False, check: bool = True):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if denoiser.training:
@@ -271,8 +269,6 @@ class JacobianOperator:
         self.chunk = int(chunk)
         self.counts = {"jvp": 0, "vjp": 0}
         self._graph: tuple[int, torch.Tensor, torch.Tensor] | None = None
-        self.parallel_sym = parallel_sym
-        self._executor = None
         with torch.no_grad():
             fy = denoiser(self.y)
         if fy.shape != self.y.shape:
@@ -384,36 +380,8 @@ class JacobianOperator:
         return self._apply(self._vjp_batch, U, "vjp")
 
     def sym(self, V: torch.Tensor) -> torch.Tensor:
-        """Rows S v_b with S = (J + J^T)/2, the symmetric part that the paper eigendecomposes.
-
-        With ``parallel_sym`` (see :meth:`__init__`) the J and J^T passes run at the same time on
-        two threads with half the intra-op threads each: two independent single-image passes keep
-        two cores busier than one pass split across both (small convolutions parallelise poorly).
-        """
-        if self._parallel_sym():
-            n = torch.get_num_threads()
-            torch.set_num_threads(max(1, n // 2))
-            try:
-                pending = self._pool().submit(self.vjp, V)
-                jv = self.jvp(V)
-                jtv = pending.result()
-            finally:
-                torch.set_num_threads(n)
-            return 0.5 * (jv + jtv)
+        """Rows S v_b with S = (J + J^T)/2, the symmetric part that the paper eigendecomposes."""
         return 0.5 * (self.jvp(V) + self.vjp(V))
-
-    def _parallel_sym(self) -> bool:
-        if self.parallel_sym is not None:
-            return bool(self.parallel_sym)
-        # Only where both passes are plain forward passes (no shared autograd graph) on the CPU.
-        return (self._adjoint is not None and self.device.type == "cpu" and torch.get_num_threads() >= 2)
-
-    def _pool(self):
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gahb-jt")
-        return self._executor
 
     def linear_operator(self, kind: str = "sym"):
         """A ``scipy.sparse.linalg.LinearOperator`` (float64) for J, J^T or S (``kind`` in J/JT/sym)."""
@@ -437,11 +405,8 @@ class JacobianOperator:
                               matmat=mm(fwd[kind]), rmatmat=mm(adj[kind]), dtype=np.float64)
 
     def release(self) -> None:
-        """Free the cached reverse graph (it holds activations of ``chunk`` images) and the J^T thread."""
+        """Free the cached reverse graph (it holds activations of ``chunk`` images)."""
         self._graph = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
 
 
 # --------------------------------------------------------------------------------------------
