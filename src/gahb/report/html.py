@@ -251,7 +251,8 @@ def build_report(sections: list[dict], meta: dict) -> str:
             ("wall time of this command", format_seconds(meta.get("wall_time_s"))),
             ("wall time of the studies", None if meta.get("studies_wall_time_s") is None else
              format_seconds(meta.get("studies_wall_time_s"))
-             + (f" (summed from their results; reused here: {', '.join(meta['reused_sections'])})"
+             + (f" (summed from their results: recorded compute where a study keeps it, else the wall "
+                f"time of the run that wrote them; reused here: {', '.join(meta['reused_sections'])})"
                 if meta.get("reused_sections") else "")),
             ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
             ("machine", meta.get("machine")), ("command", meta.get("command")),
