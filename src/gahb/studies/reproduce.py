@@ -86,7 +86,7 @@ PRESETS: dict[str, Preset] = {
         "unet-tiny on small synthetic images), 5,000 to 16,000 training images seen per network, about 10 minutes "
         "on 2 CPU cores. The paper trains 7.6M-parameter UNets on 80x80 faces for 2.5x10^8 images: expect its "
         "trends, not its numbers.",
-        expected_s={"transition": 400, "gahb": 15, "calpha": 100, "manifold": 30, "shuffled": 45}),
+        expected_s={"transition": 480, "gahb": 15, "calpha": 100, "manifold": 25, "shuffled": 45}),
     "standard": Preset(
         {s.name: "standard" for s in SECTIONS},
         "the acceptance scale of every study (unet-small on Fashion-MNIST, N from 1 to the full half "
