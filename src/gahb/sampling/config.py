@@ -144,27 +144,23 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     name, _, rest = str(spec).partition(":")
     overrides: dict = {}
     if rest:
-        types = {f.name: f.type for f in fields(SamplerConfig)}
+        defaults = SamplerConfig()
+        names = sorted(f.name for f in fields(SamplerConfig))
         for item in rest.split(","):
             key, eq, value = item.partition("=")
-            key = key.strip()
-            if not eq or key not in types:
-                raise ValueError(f"bad sampler spec {spec!r}: {item!r} is not KEY=VALUE with KEY one of "
-                                 f"{sorted(types)}")
-            kind = str(types[key])
+            key, value = key.strip(), value.strip()
+            if not eq or key not in names:
+                raise ValueError(f"bad sampler spec {spec!r}: {item!r} is not KEY=VALUE with KEY one of {names}")
+            kind = type(getattr(defaults, key))  # the field's type, read off its default
             try:
-                if "bool" in kind:
-                    if value.strip().lower() not in ("true", "false", "1", "0"):
+                if kind is bool:
+                    if value.lower() not in ("true", "false", "1", "0"):
                         raise ValueError(value)
-                    overrides[key] = value.strip().lower() in ("true", "1")
-                elif "int" in kind:
-                    overrides[key] = int(value)
-                elif "float" in kind:
-                    overrides[key] = float(value)
+                    overrides[key] = value.lower() in ("true", "1")
                 else:
-                    overrides[key] = value.strip()
+                    overrides[key] = kind(value)
             except ValueError:
-                raise ValueError(f"bad sampler spec {spec!r}: {key} = {value!r} is not a {kind}") from None
+                raise ValueError(f"bad sampler spec {spec!r}: {key} = {value!r} is not a {kind.__name__}") from None
     return name.strip(), overrides
 
 
