@@ -5,9 +5,9 @@ the same seeded samples through both networks of each N with the paper's stochas
 several beta, and print the median paired cosine (f_S1 vs f_S2 sample) and the median cosine of
 each sample with its nearest image of its own training set, as JSON lines.
 
-The transition study's default beta = 0.2 was chosen with this script on the networks of the
-earlier standard recipe (6 tiled epochs of at least 5,000 images, lr halved every 2 epochs). Train
-those with
+This script probed the networks of the transition study's earlier standard recipe (6 tiled
+epochs of at least 5,000 images, lr halved every 2 epochs); the numbers are in
+docs/results/transition/README.md. Train those networks with
 
     gahb study transition --preset standard --set steps=null --set images_per_epoch=5000 \
         --set lr_halve_every=2 --set runs_dir=runs/transition-standard --out OUT

@@ -21,7 +21,8 @@ the injected noise of beta = 0.1 amplified their differences into diverging traj
 bifurcations of the paper's Fig 8) and paired and nearest-training cosines tied at N = 34,475, while
 beta = 1 turned the N = 10 samples into blends; beta = 0.2 was the largest value of a probe grid that
 kept N = 10 copies (``scripts/probe_sampler_beta.py``; numbers in docs/results/transition/README.md).
-The standard recipe now decays the learning rate to 1.25e-4, which makes the networks agree.
+The standard recipe now decays the learning rate to 1.25e-4 and gives every network at least 4
+passes over its images, which makes the networks agree.
 
 Train - test gap: besides the paper's estimate (training images vs held-out test images) the study
 reports a paired one (each training image denoised by its own network and by the other network,
