@@ -10,8 +10,8 @@ import torch
 
 from conftest import make_tiny
 from gahb.models import ModelConfig
-from gahb.training import (PRESETS, TrainConfig, denoising_loss, draw_noise, lr_at, make_config, make_schedule,
-                           sample_sigmas)
+from gahb.training import (PRESETS, TrainConfig, denoising_loss, draw_noise, loss_weights, lr_at, make_config,
+                           make_schedule, sample_sigmas)
 from gahb.training.distributed import DistContext
 
 
@@ -68,6 +68,28 @@ def test_loss_is_sum_of_squared_denoising_errors_over_batch():
     assert torch.allclose(parts, loss, rtol=1e-6)
 
 
+def test_eps_weighted_loss_is_the_noise_prediction_loss():
+    model = make_tiny("unet", seed=2)
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(6, 1, 16, 16, generator=g)
+    sig, z = draw_noise(x.shape, "uniform", 1.0, generator=g)
+    r = model.residual(x + z)
+    assert loss_weights(sig, "none") is None
+    w = loss_weights(sig, "eps", floor=1e-5)
+    loss = denoising_loss(r, z, weights=w)
+    # ||r - sigma n||^2 / sigma^2 = ||r / sigma - n||^2: DDPM's epsilon loss (floor negligible here).
+    n = z / sig.view(-1, 1, 1, 1)
+    eps = sum(((r[i] / sig[i] - n[i]) ** 2).sum() for i in range(6)) / 6
+    assert torch.allclose(loss, eps, rtol=1e-4)
+    # Each image's share is its unweighted error over sigma^2 + floor^2, not a batch-global scale.
+    per = torch.stack([denoising_loss(r[i : i + 1], z[i : i + 1]) for i in range(6)])
+    assert torch.allclose(loss, (per / (sig ** 2 + 1e-10)).mean(), rtol=1e-5)
+    # sigma = 0 stays finite: the floor bounds the weight.
+    assert loss_weights(torch.zeros(2), "eps", floor=0.01).tolist() == pytest.approx([1e4, 1e4])
+    with pytest.raises(ValueError, match="loss weight"):
+        loss_weights(sig, "snr")
+
+
 def test_config_json_round_trip_and_validation():
     cfg = make_config("standard", model=ModelConfig(arch="bfcnn", num_layers=7, width=16), steps=123,
                       eval_sigmas=(0.05, 0.1), lr_halve_unit="fraction", lr_halve_every=0.25)
@@ -79,6 +101,10 @@ def test_config_json_round_trip_and_validation():
         TrainConfig(epochs=3, steps=5)
     with pytest.raises(ValueError, match="noise"):
         TrainConfig(noise="cubic")
+    with pytest.raises(ValueError, match="loss_weight"):
+        TrainConfig(loss_weight="snr")
+    with pytest.raises(ValueError, match="loss_sigma_floor"):
+        TrainConfig(loss_sigma_floor=0.0)
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="unknown TrainConfig"):

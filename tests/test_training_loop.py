@@ -122,6 +122,33 @@ def test_finished_run_is_a_noop_and_mismatches_are_refused(trained_run, tmp_path
         train(tiny_cfg(), x, xt, tmp_path / "empty", progress=False, resume="require")
 
 
+def test_runs_saved_before_a_field_existed_stay_reusable(trained_run, tmp_path):
+    import shutil
+
+    out, _, x, xt = trained_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    # Rewrite the saved config as an older version wrote it: without the loss-weight fields.
+    st = load_state(old)
+    for k in ("loss_weight", "loss_sigma_floor"):
+        st["train_config"].pop(k)
+    torch.save(st, old / STATE_NAME)
+    again = train(tiny_cfg(), x, xt, old, progress=False)
+    assert again.already_finished
+    # The missing field counts as its default, so a non-default value is still a mismatch.
+    with pytest.raises(ValueError, match="different configuration.*loss_weight"):
+        train(tiny_cfg(loss_weight="eps"), x, xt, old, progress=False)
+
+
+def test_eps_weighted_training_learns(tmp_path):
+    x, xt = smooth_images(32, 0), smooth_images(16, 1)
+    res = train(tiny_cfg(loss_weight="eps"), x, xt, tmp_path, progress=False)
+    recs = read_metrics(tmp_path)
+    assert res.finished and json.loads((tmp_path / "config.json").read_text())["train"]["loss_weight"] == "eps"
+    # The logged test loss stays the paper's unweighted one; it falls as the net learns.
+    assert recs[-1]["test_loss"] < recs[0]["test_loss"]
+
+
 def test_force_extends_a_finished_run(tmp_path):
     x, xt = smooth_images(32, 0), smooth_images(16, 1)
     train(tiny_cfg(steps=10), x, xt, tmp_path, progress=False)

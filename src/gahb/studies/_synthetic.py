@@ -29,7 +29,8 @@ def train_config(cfg, n_train: int, seed: int | None = None):
 
     Fields used: ``train_preset``, ``model``, ``epochs``, ``images_per_epoch`` (None: one pass
     over the ``n_train`` images per epoch), ``batch_size``, ``lr``, ``lr_halve_every``,
-    ``eval_images``, ``seed``, ``device``, and ``sigma_max`` when the config has one (default 1).
+    ``eval_images``, ``seed``, ``device``, and ``sigma_max`` (default 1) and ``loss_weight``
+    (default "none", the paper's loss) when the config has them.
     """
     from gahb.training.config import make_config
 
@@ -39,6 +40,7 @@ def train_config(cfg, n_train: int, seed: int | None = None):
                        lr_halve_every=cfg.lr_halve_every, lr_halve_unit="epoch",
                        eval_images=int(cfg.eval_images), eval_every=1, eval_unit="epoch",
                        sigma_max=float(getattr(cfg, "sigma_max", 1.0)),
+                       loss_weight=str(getattr(cfg, "loss_weight", "none")),
                        seed=int(cfg.seed if seed is None else seed), device=cfg.device)
 
 

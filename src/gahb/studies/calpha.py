@@ -48,6 +48,7 @@ class Config:
     # Single-alpha probes (not the preset) with sigma_max = 0.4 raised the slope from 0.49 to 0.58
     # (alpha = 2) and, with the lr also halved every epoch, from 0.53 to 0.68 (alpha = 5).
     sigma_max: float = 1.0
+    loss_weight: str = "none"  # "eps": weight each training image by 1/sigma^2 (TrainConfig.loss_weight)
     input_psnrs: tuple = tuple(range(0, 41, 2))  # evaluated input PSNRs (dB)
     # Input-PSNR window (dB) of the least-squares slope, fixed before any standard run: the paper's
     # 0-34 dB axis without its high-noise end (< 10 dB: sigma above the image contrast, where a

@@ -50,6 +50,7 @@ class Config:
     # run (sigma_max = 1) kept 47-77 effective dimensions at sigma = 0.04 instead of 5. Training on
     # sigma <= 0.25 spends the same budget on the levels analysed here.
     sigma_max: float = 0.25
+    loss_weight: str = "none"  # "eps": weight each training image by 1/sigma^2 (TrainConfig.loss_weight)
     sigma: float = 0.04  # noise level of the Jacobian analysis (paper Fig. 5)
     n_analysis: int = 4  # held-out disks analysed
     min_contrast: float = 0.3  # analysed disks have |fg - bg| >= this (the geometric tangent

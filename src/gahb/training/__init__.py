@@ -12,10 +12,10 @@ from .checkpoint import load_denoiser, save_release, save_weights
 from .config import PRESETS, Schedule, TrainConfig, lr_at, make_config, make_schedule
 from .evaluate import EvalSet, denoise_image
 from .loop import TrainResult, load_state, read_metrics, train, validate_images
-from .noise import denoising_loss, draw_noise, sample_sigmas
+from .noise import denoising_loss, draw_noise, loss_weights, sample_sigmas
 
 __all__ = [
     "EvalSet", "PRESETS", "Schedule", "TrainConfig", "TrainResult", "denoise_image", "denoising_loss",
     "draw_noise", "load_denoiser", "load_state", "lr_at", "make_config", "make_schedule", "read_metrics",
-    "sample_sigmas", "save_release", "save_weights", "train", "validate_images",
+    "loss_weights", "sample_sigmas", "save_release", "save_weights", "train", "validate_images",
 ]

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from gahb.models import MODEL_PRESETS, ModelConfig
 
 NOISE_LAWS = ("quadratic", "uniform")
+LOSS_WEIGHTS = ("none", "eps")
 LR_UNITS = ("epoch", "step", "fraction")
 EVAL_UNITS = ("epoch", "step")
 
@@ -60,6 +61,12 @@ class TrainConfig:
     lr_halve_unit: str = "epoch"  # "epoch", "step" or "fraction" (of the total steps)
     noise: str = "quadratic"  # sigma = sigma_max * u**2 ("quadratic", official code) or sigma_max * u
     sigma_max: float = 1.0  # pixel scale [0, 1]
+    # Per-image loss weight. "none": the paper's ||r(y) - z||^2, whose size grows with sigma^2 so
+    # the large noise levels dominate the gradient. "eps": ||r(y) - z||^2 / (sigma^2 + floor^2),
+    # DDPM's noise-prediction loss, which weights every noise level alike in PSNR terms (the
+    # floor keeps sigma -> 0 draws finite). Same minimiser per sigma; only the trade-off moves.
+    loss_weight: str = "none"
+    loss_sigma_floor: float = 0.01
     seed: int = 0  # model init, data order, training noise and evaluation noise all derive from it
     eval_images: int = 64  # fixed train and held-out images for the PSNR sweep
     eval_sigmas: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -104,6 +111,10 @@ class TrainConfig:
             raise ValueError(f"noise must be one of {NOISE_LAWS}, got {self.noise!r}")
         if not (self.sigma_max > 0 and math.isfinite(self.sigma_max)):
             raise ValueError(f"sigma_max must be positive, got {self.sigma_max}")
+        if self.loss_weight not in LOSS_WEIGHTS:
+            raise ValueError(f"loss_weight must be one of {LOSS_WEIGHTS}, got {self.loss_weight!r}")
+        if not (self.loss_sigma_floor > 0 and math.isfinite(self.loss_sigma_floor)):
+            raise ValueError(f"loss_sigma_floor must be positive, got {self.loss_sigma_floor}")
         if self.lr_halve_unit not in LR_UNITS:
             raise ValueError(f"lr_halve_unit must be one of {LR_UNITS}, got {self.lr_halve_unit!r}")
         if self.lr_halve_every is not None and self.lr_halve_every < 0:

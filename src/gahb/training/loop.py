@@ -37,7 +37,7 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_release
 from .config import RUNTIME_FIELDS, Schedule, TrainConfig, lr_at, make_schedule
 from .distributed import DistContext, init_distributed
 from .evaluate import EvalSet
-from .noise import denoising_loss, draw_noise
+from .noise import denoising_loss, draw_noise, loss_weights
 
 STATE_NAME = "state.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -175,6 +175,10 @@ def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
 
 
 def _config_diff(saved: dict, new: dict) -> list[str]:
+    # A field added after a run was saved is absent from its dict; that run behaved as the
+    # field's default, so it is compared as such (old runs stay reusable).
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     keys = (set(saved) | set(new)) - RUNTIME_FIELDS
     return sorted(k for k in keys if saved.get(k) != new.get(k))
 
@@ -357,10 +361,11 @@ class _Trainer:
         bs = cfg.batch_size
         idx = self.perm[self.batch_in_epoch * bs : (self.batch_in_epoch + 1) * bs] % self.n_train
         b = len(idx)
-        _, z = draw_noise((b, *self.img_shape), cfg.noise, cfg.sigma_max, self.noise_gen, self.noise_dev)
+        sigmas, z = draw_noise((b, *self.img_shape), cfg.noise, cfg.sigma_max, self.noise_gen, self.noise_dev)
         sl = ctx.shard(b)
         x = self.train_dev[idx[sl].to(self.train_dev.device)].to(self.dev, non_blocking=True)
         z = z[sl].to(self.dev, non_blocking=True)
+        w = loss_weights(sigmas[sl].to(self.dev), cfg.loss_weight, cfg.loss_sigma_floor)
         y = x + z
         if cfg.channels_last:
             y = y.contiguous(memory_format=torch.channels_last)
@@ -370,9 +375,9 @@ class _Trainer:
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
         with amp:
             r = self.net(y)
-        local_sum = denoising_loss(r, z, batch_size=1)
+        local_sum = denoising_loss(r, z, batch_size=1, weights=w)
         # Each rank's share of the global loss, times world size: DDP's gradient average is then
-        # exactly the gradient of sum_batch ||r - z||^2 / global_batch.
+        # exactly the gradient of sum_batch w ||r - z||^2 / global_batch.
         loss = local_sum * (ctx.world_size / b)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -44,12 +44,32 @@ def draw_noise(
     return sigmas, z * sigmas.view(-1, *([1] * (len(shape) - 1)))
 
 
-def denoising_loss(residual: torch.Tensor, noise: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+def denoising_loss(residual: torch.Tensor, noise: torch.Tensor, batch_size: int | None = None,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
     """Paper eq. 4: sum over pixels of ||r(y) - z||^2 = ||f(y) - x||^2, averaged over the batch.
 
     This is the official ``MSELoss(reduction='sum') / batch``. ``batch_size`` defaults to the
     size of ``residual``; data-parallel ranks pass the *global* batch so their sums add up to the
-    global loss. Computed in float32 even under bf16 autocast.
+    global loss. ``weights`` (B,), if given, multiply each image's squared error (see
+    :func:`loss_weights`). Computed in float32 even under bf16 autocast.
     """
     b = residual.shape[0] if batch_size is None else batch_size
-    return (residual.float() - noise.float()).pow(2).sum() / b
+    err = (residual.float() - noise.float()).pow(2)
+    if weights is None:
+        return err.sum() / b
+    return (err.flatten(1).sum(1) * weights.float()).sum() / b
+
+
+def loss_weights(sigmas: torch.Tensor, kind: str = "none", floor: float = 0.01) -> torch.Tensor | None:
+    """Per-image loss weights for the training noise levels ``sigmas`` (B,).
+
+    ``"none"``: None (the paper's unweighted loss). ``"eps"``: 1 / (sigma^2 + floor^2). Since
+    ||r(y) - sigma n||^2 / sigma^2 = ||r(y)/sigma - n||^2, this is DDPM's noise-prediction loss:
+    every noise level then contributes an error relative to its own noise energy (a PSNR gain)
+    instead of an absolute one that grows with sigma^2.
+    """
+    if kind == "none":
+        return None
+    if kind == "eps":
+        return 1.0 / (sigmas.float().pow(2) + float(floor) ** 2)
+    raise ValueError(f"unknown loss weight {kind!r}; choose 'none' or 'eps'")
