@@ -97,10 +97,18 @@ def train_briefly(model: torch.nn.Module, x: torch.Tensor, steps: int, batch: in
     return loss.item()
 
 
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+REPEATS = 1  # --repeats: every compared timing is the best of this many runs
+
+
+def timed(fn, repeats: int = 1):
+    """(result, seconds): the fastest of ``repeats`` runs (timeit's convention: slower runs measure
+    interference from the rest of the machine, not the code)."""
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
 
 
 def rel_eig_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -135,7 +143,7 @@ def topk_row(make_op, k: int, tol: float, blocks, dense_total: float | None, w_r
     for block in blocks:
         def run():
             return topk_eigs(make_op(), k, tol=tol, block=block)
-        top, t = timed(run)
+        top, t = timed(run, REPEATS)
         key = f"lanczos_b{block}"
         row[f"{key}_s"], row[f"{key}_products"], row[f"{key}_converged"] = t, top.matvecs, top.converged
         row[f"{key}_product_s"] = top.info["product_seconds"]
@@ -171,8 +179,12 @@ def main() -> None:
                     help="80x80 dense J + eigh: skip, extrapolate from 320 of the 6400 columns, or compute it")
     ap.add_argument("--skip-80", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="time the loop, dense J, eigh, Lanczos and ARPACK this many times each and keep the best")
     ap.add_argument("--json", default=None, help="write all numbers to this JSON file")
     args = ap.parse_args()
+    global REPEATS
+    REPEATS = max(1, args.repeats)
     if args.threads:
         torch.set_num_threads(args.threads)
     res: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
@@ -202,7 +214,7 @@ def main() -> None:
         y = (x_big + args.sigma * noise)[:, off:off + size, off:off + size].unsqueeze(0)
         d = size * size
         row: dict = {"d": d}
-        J_ref, row["loop_s"] = timed(lambda: jacobian_loop(model, y))
+        J_ref, row["loop_s"] = timed(lambda: jacobian_loop(model, y), REPEATS)
         J_ref = J_ref.double()
         scale = float(J_ref.abs().max())
         print(f"\n[{size}x{size}] d={d}: dense J by the per-pixel loop (official method) {row['loop_s']:.2f}s", flush=True)
@@ -210,7 +222,7 @@ def main() -> None:
         for mode, cl in [("columns", True), ("columns", False), ("rows", False)]:
             def run():
                 return jacobian(JacobianOperator(model, y, chunk=args.chunk, channels_last=cl), mode=mode)
-            J, t = timed(run)
+            J, t = timed(run, REPEATS)
             err = float((J - J_ref).abs().max()) / scale
             name = f"ours_{mode}{'_channels_last' if cl else ''}"
             row[name + "_s"], row[name + "_maxrel_diff"] = t, err
@@ -222,7 +234,7 @@ def main() -> None:
         row["best_dense"], row["best_dense_s"] = name, t_dense
         if size == max(args.sizes):
             S = (0.5 * (J + J.T)).numpy()
-            (w, _), t_eigh = timed(lambda: np.linalg.eigh(S))
+            (w, _), t_eigh = timed(lambda: np.linalg.eigh(S), REPEATS)
             w = w[::-1].copy()
             row["eigh_s"] = t_eigh
             print(f"  eigh of S (float64, {d}x{d}): {t_eigh:.2f}s; dense+eigh = {t_dense + t_eigh:.2f}s "
@@ -234,7 +246,7 @@ def main() -> None:
             print("  vs the loop's dense J + eigh: " + ", ".join(
                 f"block={b}: {v:.1f}x" for b, v in zip(args.blocks, row["speedup_vs_loop_dense_eigh"].values())))
             top, t_a = timed(lambda: topk_eigs(JacobianOperator(model, y, channels_last=True), args.k, tol=args.tol,
-                                               method="arpack"))
+                                               method="arpack"), REPEATS)
             row.update({"arpack_s": t_a, "arpack_products": top.matvecs,
                         "arpack_eig_relerr": rel_eig_err(top.eigenvalues, w[:args.k])})
             print(f"  (ARPACK eigsh, same operator and tol: {t_a:.2f}s, {top.matvecs} products, "

@@ -77,7 +77,7 @@ PRESETS = {
                    sensitivity_windows=((6.0, 18.0),)),
     # about 2.5 min on one CPU thread (4 x ~30 s of training)
     "quick": Config(size=32, n_train=8_000, n_test=64, model="unet-tiny", epochs=2, lr_halve_every=None),
-    # the acceptance run: about 40 min on one CPU thread (4 x ~9 min of training)
+    # the acceptance run: about 34 min on one CPU thread beside another job (4 x ~8.3 min of training)
     "standard": Config(),
     # the paper's recipe (GPU): 80x80, 1e5 images per alpha, the 7.6M UNet, the paper's schedule
     "paper": Config(size=80, n_train=100_000, n_test=512, model="unet-80", train_preset="paper", epochs=1000,
