@@ -162,6 +162,13 @@ def test_calpha_study_cli_end_to_end_and_reuse(tmp_path, capsys):
     assert main(argv) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["numbers"]["table"] == table
+    # The reuse is cheap, but the recorded compute still counts the training it reused.
+    first, second = res["numbers"]["compute_s"], again["numbers"]["compute_s"]
+    train_s = sum(json.loads((out / "runs" / f"alpha{a}" / "config.json").read_text())["metrics"]["wall_time"]
+                  for a in (1, 5))
+    assert first["training"] == second["training"] == pytest.approx(train_s, abs=0.1) and train_s > 0
+    assert again["numbers"]["timing_s"]["train_alpha1"] < first["training"]
+    assert second["total"] == pytest.approx(second["training"] + second["measurement"], abs=0.11)
     assert "PSNR slope, alpha=5" in capsys.readouterr().out
 
 

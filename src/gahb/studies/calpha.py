@@ -244,6 +244,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         "per_alpha": per_alpha,
         "max_abs_error": max(v["abs_error"] for v in per_alpha.values()),
         "timing_s": watch.stages,
+        "compute_s": syn.compute_seconds([v["training"]["run_dir"] for v in per_alpha.values()], watch.stages),
     }
     figures = [
         {"path": fig_main, "caption": (f"Output vs input PSNR of one denoiser per alpha on held-out C^alpha images "

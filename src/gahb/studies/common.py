@@ -222,6 +222,20 @@ def runs_dir(cfg, out_dir: str | os.PathLike) -> Path:
     return Path(cfg.runs_dir) if getattr(cfg, "runs_dir", None) else Path(out_dir) / "runs"
 
 
+def training_seconds(run_dirs) -> float:
+    """Wall time the training runs in ``run_dirs`` took, summed over all their sessions (each
+    run's ``config.json``; resumes included), so a study rerun that reuses finished networks
+    still reports what they cost."""
+    from gahb.utils.io import read_json
+
+    total = 0.0
+    for d in run_dirs:
+        cfg = Path(d) / "config.json"
+        if cfg.is_file():
+            total += float(read_json(cfg).get("metrics", {}).get("wall_time", 0.0))
+    return total
+
+
 class Stopwatch:
     """Wall time per named stage, for the results' ``numbers['timing_s']``."""
 

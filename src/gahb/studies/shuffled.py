@@ -258,6 +258,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         "pixel_shuffle": shuffle.to_dict(),
         "training": training,
         "timing_s": watch.stages,
+        "compute_s": syn.compute_seconds([t["run_dir"] for t in training.values()], watch.stages),
     }
     figures = [
         {"path": fig_main, "caption": (f"Original vs pixel-shuffled {cfg.dataset}: output vs input PSNR of each model on "

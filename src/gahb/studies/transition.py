@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gahb.studies.common import begin, claim, config_to_dict, finish, train_or_reuse
+from gahb.studies.common import begin, claim, config_to_dict, finish, train_or_reuse, training_seconds
 from gahb.studies.common import runs_dir as study_runs_dir
 
 NAME = "transition"
@@ -480,14 +480,7 @@ def _compute_seconds(runs: dict, per_n: dict, ns: list[int]) -> dict:
     """Seconds the study's results cost, summed over sessions: training (from each run's
     config.json, resumes included) and per-N measurement (from the per-N cache). Unlike
     ``wall_time_s`` this does not shrink when a rerun reuses finished parts."""
-    from gahb.utils.io import read_json
-
-    train_s = 0.0
-    for n in ns:
-        for path in runs[_n_key(n)].values():
-            cfg = Path(path) / "config.json"
-            if cfg.is_file():
-                train_s += float(read_json(cfg).get("metrics", {}).get("wall_time", 0.0))
+    train_s = training_seconds([p for n in ns for p in runs[_n_key(n)].values()])
     measured = [per_n[n].get("measure_seconds") for n in ns]
     measure_s = float(sum(m for m in measured if m is not None))
     return {"training": round(train_s, 1), "measurement": round(measure_s, 1),
