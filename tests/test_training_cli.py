@@ -97,6 +97,9 @@ def test_train_cli_dry_run_resolves_presets(capsys):
                  "--lr-halve-every", "0.2", "--lr-halve-unit", "fraction", "--noise", "uniform", "--dry-run"]) == 0
     cfg = TrainConfig.from_json(capsys.readouterr().out)
     assert cfg.steps == 500 and cfg.epochs is None and cfg.model.width == 32 and cfg.noise == "uniform"
+    assert cfg.loss_weight == "none"  # the paper's loss unless asked
+    assert main(["train", "--out", "unused", "--loss-weight", "eps", "--dry-run"]) == 0
+    assert TrainConfig.from_json(capsys.readouterr().out).loss_weight == "eps"
     assert main(["train", "--out", "unused", "--arch", "bfcnn", "--layers", "9", "--dry-run"]) == 0
     cfg = TrainConfig.from_json(capsys.readouterr().out)
     assert cfg.model.arch == "bfcnn" and cfg.model.num_layers == 9

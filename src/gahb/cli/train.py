@@ -88,6 +88,9 @@ def register(subparsers) -> None:
     o.add_argument("--noise", choices=("quadratic", "uniform"), default=None,
                    help="sigma law: sigma_max*u^2 (official code) or sigma_max*u, u ~ U(0,1)")
     o.add_argument("--sigma-max", type=float, default=None, help="largest noise std (pixel scale)")
+    o.add_argument("--loss-weight", choices=("none", "eps"), default=None,
+                   help="per-image loss weight: none (the paper's) or eps (error / (sigma^2 + 0.01^2), "
+                        "DDPM's noise-prediction loss; trains small noise as much as large)")
     o.add_argument("--seed", type=int, default=0, help="training seed (init, data order, noise)")
 
     e = p.add_argument_group("evaluation and checkpoints")
@@ -135,7 +138,7 @@ def build_config(args, channels: int | None = None):
         model["channels"] = channels
     over["model"] = ModelConfig.from_dict(model)
     for flag in ("epochs", "steps", "batch_size", "lr", "images_per_epoch", "lr_halve_every", "lr_halve_unit",
-                 "noise", "sigma_max", "eval_images", "eval_sigmas", "eval_every", "eval_unit", "checkpoint_every"):
+                 "noise", "sigma_max", "loss_weight", "eval_images", "eval_sigmas", "eval_every", "eval_unit", "checkpoint_every"):
         if getattr(args, flag) is not None:
             over[flag] = getattr(args, flag)
     over.update(seed=args.seed, device=args.device, bf16=args.bf16, channels_last=args.channels_last,
