@@ -25,6 +25,9 @@ from gahb.studies import common
 from gahb.studies import _synthetic as syn
 
 PAPER_SLOPES = {1.0: 0.46, 2.0: 0.61, 3.0: 0.75, 5.0: 0.83}  # paper Fig. 4 (UNet, 80x80, 1e5 images)
+# Fields added with a default that changes what older configurations computed: the value results
+# written before the field existed had (``gahb reproduce`` will not reuse them for another value).
+LEGACY_VALUES = {"loss_weight": "none"}
 
 
 @dataclass(frozen=True)

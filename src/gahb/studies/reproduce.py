@@ -174,15 +174,20 @@ def _comparable(cfg: dict) -> dict:
     return {k: v for k, v in (cfg or {}).items() if k not in LOCATION_FIELDS}
 
 
-def _same_config(old: dict | None, new: dict) -> bool:
+def _same_config(old: dict | None, new: dict, legacy: dict | None = None) -> bool:
     """Whether a finished section's config matches the one requested.
 
-    Fields the old results do not have were added to the study after it ran, with defaults that
-    keep the old behaviour; they are not compared.
+    A field the old results do not have was added to the study after they were written. If the
+    study lists it in ``LEGACY_VALUES`` (the value every older result implicitly had, for a
+    field whose default differs from it), the requested value must equal that; otherwise its
+    default kept the old behaviour and it is not compared.
     """
     if old is None:
         return False
     a, b = _comparable(old), _comparable(new)
+    legacy = legacy or {}
+    if any(k not in a and k in legacy and b[k] != legacy[k] for k in b):
+        return False
     return all(k in b and a[k] == b[k] for k in a)
 
 
@@ -306,7 +311,8 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
             old = None if rerun else common.load_results(sec_out)
             upstream_fresh = any(d in recomputed for d in s.depends)
             if (old is not None and not upstream_fresh
-                    and _same_config(old.get("config"), common.config_to_dict(cfg))):
+                    and _same_config(old.get("config"), common.config_to_dict(cfg),
+                                     getattr(mod, "LEGACY_VALUES", None))):
                 entry.update(status="reused", results=old)
                 log(f"[reproduce {i}/{len(selected)}] {s.name}: reusing {sec_out / 'results.json'} (same configuration)")
             else:
