@@ -64,7 +64,9 @@ class TrainConfig:
     # Per-image loss weight. "none": the paper's ||r(y) - z||^2, whose size grows with sigma^2 so
     # the large noise levels dominate the gradient. "eps": ||r(y) - z||^2 / (sigma^2 + floor^2),
     # DDPM's noise-prediction loss, which weights every noise level alike in PSNR terms (the
-    # floor keeps sigma -> 0 draws finite). Same minimiser per sigma; only the trade-off moves.
+    # floor keeps sigma -> 0 draws finite). For a blind denoiser this reweights the noise-level
+    # prior by 1/sigma^2 (the optimum is E[x | y] under that prior); sigma is nearly identifiable
+    # from a noisy image, so it moves the training trade-off rather than the target.
     loss_weight: str = "none"
     loss_sigma_floor: float = 0.01
     seed: int = 0  # model init, data order, training noise and evaluation noise all derive from it
