@@ -37,7 +37,7 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,8 +176,9 @@ def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
 
 def _config_diff(saved: dict, new: dict) -> list[str]:
     # A field added after a run was saved is absent from its dict; that run behaved as the
-    # field's default, so it is compared as such (old runs stay reusable).
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    # field's default, so it is compared as such (old runs stay reusable). The defaults go
+    # through to_dict like ``new`` does, so tuples and nested configs compare in the same form.
+    defaults = TrainConfig().to_dict()
     saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     keys = (set(saved) | set(new)) - RUNTIME_FIELDS
     return sorted(k for k in keys if saved.get(k) != new.get(k))
