@@ -39,7 +39,8 @@ class JacobianAnalysisConfig:
     method: str = "dense"
     k: int = 32
     tol: float = 1e-5
-    block: int = 1
+    block: int = 2  # see topk_eigs: a pair of vectors per product is faster on CPU
+    guard: int = 2  # see topk_eigs: extra Ritz pairs that must converge, against missed eigenvalues
     probes: int = 64
     exact_trace: bool | None = None
     svd: bool = False
@@ -57,6 +58,8 @@ class JacobianAnalysisConfig:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.probes < 2:
             raise ValueError(f"probes must be >= 2, got {self.probes}")
+        if self.block < 1 or self.guard < 0:
+            raise ValueError(f"block must be >= 1 and guard >= 0, got block={self.block}, guard={self.guard}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,7 +140,8 @@ def analyze_sigma(denoiser: nn.Module, x: torch.Tensor, sigma: float, cfg: Jacob
         trace["exact"] = float(torch.trace(J))
         del J
     else:
-        top = topk_eigs(op, cfg.k, tol=cfg.tol, block=cfg.block, seed=cfg.seed, progress=progress)
+        top = topk_eigs(op, cfg.k, tol=cfg.tol, block=cfg.block, guard=cfg.guard, seed=cfg.seed,
+                        progress=progress)
         basis = spectral.basis_from_topk(top, shape)
         num["asymmetry"] = _asymmetry_estimate(op, cfg.probes, cfg.seed)
         num["asymmetry_method"] = f"estimated from {cfg.probes} Rademacher probes"
