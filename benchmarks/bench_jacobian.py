@@ -13,12 +13,16 @@ One run measures, on the same model and image:
    top-k eigenvectors and the Hutchinson trace, against dense J + ``eigh`` (estimated from a
    fraction of the columns, or in full with ``--dense-80 full``).
 
-The small model is ``--model`` (default the paper's 40x40 UNet, 1.8M parameters) briefly trained on
-C^alpha images so that its Jacobian has a denoiser-like spectrum, or ``--checkpoint`` of a real run.
-Times are wall-clock seconds on whatever CPU this runs on; the load average is printed because the
-machine may be shared.
+The small model is ``--model`` (default the paper's 40x40 UNet, 1.8M parameters) trained on C^alpha
+images for ``--train-steps`` Adam steps (3000 by default: a denoiser, not a memoriser, of that
+class), or ``--checkpoint`` of a real run. How fast Lanczos converges depends on the spectrum, so
+the Lanczos ratio depends on the model: ``--train-steps 150`` gives a barely trained network
+whose top eigenvalues cluster at 1, the hardest case we have measured. Times are wall-clock
+seconds on whatever CPU this runs on; the load average is printed because the machine may be
+shared.
 
-    python benchmarks/bench_jacobian.py                      # ~5 min on 2 cores (+4 min first-time training)
+    python benchmarks/bench_jacobian.py                      # ~5 min on 2 cores (+22 min first-time training)
+    python benchmarks/bench_jacobian.py --checkpoint RUN --image fashion-mnist --skip-80   # RUN trained on Fashion-MNIST
     python benchmarks/bench_jacobian.py --train-80 0 100 --dense-80 full   # ~15 min: also a briefly
                                                              # trained unet-80, full 80x80 dense J + eigh
 """
@@ -62,6 +66,21 @@ def images(n: int, size: int, seed: int) -> torch.Tensor:
         return torch.where(inside, a, b).unsqueeze(1).float()
 
 
+def test_image(kind: str, size: int) -> torch.Tensor:
+    """The clean image (1, size, size) every small-model measurement uses: a C^alpha image, or
+    Fashion-MNIST test image 0 of the default split zero-padded from 28x28 (its background is 0),
+    so that the 28x28 crop is the image itself."""
+    if kind == "calpha":
+        return images(1, size, seed=99)[0]
+    from gahb.data import load_split
+
+    x = load_split("fashion-mnist", n=1, subset="s1", seed=0).test[0]
+    p = size - x.shape[-1]
+    if p < 0:
+        raise ValueError(f"Fashion-MNIST images are 28x28; --sizes must be >= 28, got {size}")
+    return torch.nn.functional.pad(x, (p // 2, p - p // 2, p // 2, p - p // 2))
+
+
 def calibrate_bn(model: torch.nn.Module, x: torch.Tensor, seed: int = 0) -> torch.nn.Module:
     """O(1) BF-BN gains and running sds equal to the batch statistics of noisy images (as after training)."""
     g = torch.Generator().manual_seed(seed)
@@ -85,7 +104,9 @@ def train_briefly(model: torch.nn.Module, x: torch.Tensor, steps: int, batch: in
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     loss = torch.tensor(float("nan"))
-    for _ in range(steps):
+    from tqdm.auto import trange
+
+    for _ in trange(steps, desc="training the benchmark model", leave=False):
         idx = torch.randint(0, x.shape[0], (batch,), generator=g)
         clean = x[idx]
         noise = 0.4 * torch.rand(batch, 1, 1, 1, generator=g) * torch.randn(clean.shape, generator=g)
@@ -132,7 +153,11 @@ def cached_model(preset: str, size: int, steps: int, cache: str, calibrate: bool
         model, _ = load_denoiser(where)
         note = "cached"
     else:
-        loss, t = timed(lambda: train_briefly(model, images(512, size, seed=1), steps, batch=16 if size <= 40 else 8))
+        # 512 images suffice for a brief run; a longer one gets ~8 passes over its set, so that it
+        # learns a denoiser of the image class rather than memorising the training images.
+        batch = 16 if size <= 40 else 8
+        n_img = max(512, steps * batch // 8)
+        loss, t = timed(lambda: train_briefly(model, images(n_img, size, seed=1), steps, batch=batch))
         save_release(model, where, {"model": ModelConfig.to_dict(MODEL_PRESETS[preset]),
                                     "note": f"bench_jacobian: {steps} Adam steps on C^alpha {size}x{size}"})
         note = f"trained in {t:.0f}s, final loss {loss:.4f}"
@@ -164,7 +189,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="unet-40", help="preset of the small model (28x28 and 40x40)")
     ap.add_argument("--checkpoint", default=None, help="use a trained run instead of a briefly trained model")
-    ap.add_argument("--train-steps", type=int, default=150, help="Adam steps for the small model")
+    ap.add_argument("--train-steps", type=int, default=3000,
+                    help="Adam steps for the small model (3000: a trained denoiser, ~22 min once on 2 cores, "
+                         "then cached; 150: barely trained, its top eigenvalues cluster at 1 and Lanczos "
+                         "needs ~45%% more products)")
+    ap.add_argument("--image", choices=["calpha", "fashion-mnist"], default="calpha",
+                    help="the image of the small-model measurements (fashion-mnist: for a --checkpoint "
+                         "trained on it; needs the dataset installed)")
     ap.add_argument("--train-80", type=int, nargs="+", default=[0],
                     help="Adam steps for unet-80, one 80x80 run per value (0: fresh init with calibrated BF-BN)")
     ap.add_argument("--cache", default="~/.cache/gahb/bench_jacobian", help="where trained benchmark models are kept")
@@ -206,7 +237,7 @@ def main() -> None:
         print(f"small model: {res['small_model']}", flush=True)
         for p in model.parameters():
             p.requires_grad_(False)
-        x_big = images(1, max(args.sizes), seed=99)[0]
+        x_big = test_image(args.image, max(args.sizes))
         noise = torch.randn(x_big.shape, generator=torch.Generator().manual_seed(0))
 
     for size in args.sizes:
