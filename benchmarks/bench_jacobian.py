@@ -201,7 +201,9 @@ def main() -> None:
     ap.add_argument("--cache", default="~/.cache/gahb/bench_jacobian", help="where trained benchmark models are kept")
     ap.add_argument("--sigma", type=float, default=0.1)
     ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--tol", type=float, default=1e-5, help="Lanczos residual tolerance (relative to lambda_1)")
+    ap.add_argument("--tol", type=float, default=1e-3,
+                    help="Lanczos residual tolerance relative to lambda_1 (1e-3 leaves the top-32 eigenvalues "
+                         "within ~1e-5 of dense, inside the 1e-4 target; each run prints the difference)")
     ap.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 4], help="Lanczos block sizes to time")
     ap.add_argument("--probes", type=int, default=64)
     ap.add_argument("--chunk", type=int, default=32, help="vectors per batched pass for the dense J")
