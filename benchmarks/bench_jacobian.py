@@ -66,7 +66,7 @@ def images(n: int, size: int, seed: int) -> torch.Tensor:
         return torch.where(inside, a, b).unsqueeze(1).float()
 
 
-def test_image(kind: str, size: int) -> torch.Tensor:
+def bench_image(kind: str, size: int) -> torch.Tensor:
     """The clean image (1, size, size) every small-model measurement uses: a C^alpha image, or
     Fashion-MNIST test image 0 of the default split zero-padded from 28x28 (its background is 0),
     so that the 28x28 crop is the image itself."""
@@ -188,11 +188,11 @@ def topk_row(make_op, k: int, tol: float, blocks, dense_total: float | None, w_r
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="unet-40", help="preset of the small model (28x28 and 40x40)")
-    ap.add_argument("--checkpoint", default=None, help="use a trained run instead of a briefly trained model")
+    ap.add_argument("--checkpoint", default=None, help="use a trained run instead of the C^alpha-trained unet-40")
     ap.add_argument("--train-steps", type=int, default=3000,
                     help="Adam steps for the small model (3000: a trained denoiser, ~22 min once on 2 cores, "
                          "then cached; 150: barely trained, its top eigenvalues cluster at 1 and Lanczos "
-                         "needs ~45%% more products)")
+                         "needs ~50%% more products)")
     ap.add_argument("--image", choices=["calpha", "fashion-mnist"], default="calpha",
                     help="the image of the small-model measurements (fashion-mnist: for a --checkpoint "
                          "trained on it; needs the dataset installed)")
@@ -240,7 +240,7 @@ def main() -> None:
         print(f"small model: {res['small_model']}", flush=True)
         for p in model.parameters():
             p.requires_grad_(False)
-        x_big = test_image(args.image, max(args.sizes))
+        x_big = bench_image(args.image, max(args.sizes))
         noise = torch.randn(x_big.shape, generator=torch.Generator().manual_seed(0))
 
     for size in args.sizes:
