@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import NOISE_LAWS
+from .config import LOSS_WEIGHTS, NOISE_LAWS
 
 
 def sample_sigmas(
@@ -72,4 +72,4 @@ def loss_weights(sigmas: torch.Tensor, kind: str = "none", floor: float = 0.01) 
         return None
     if kind == "eps":
         return 1.0 / (sigmas.float().pow(2) + float(floor) ** 2)
-    raise ValueError(f"unknown loss weight {kind!r}; choose 'none' or 'eps'")
+    raise ValueError(f"unknown loss weight {kind!r}; choose one of {LOSS_WEIGHTS}")
