@@ -44,6 +44,24 @@ class ResidualDenoiser(nn.Module):
         return y - self.residual(y)
 
 
+def require_eval_mode(denoiser, what: str = "sampling") -> None:
+    """Raise unless every batch-norm layer of ``denoiser`` is in eval mode.
+
+    In train mode a batch norm divides by statistics of the batch: the denoiser would mix the
+    images of a batch and not be the function that was trained for sampling, Jacobians or
+    benchmarks (always use eval mode).
+    """
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from .bfbn import BFBatchNorm2d
+
+    if isinstance(denoiser, nn.Module):
+        bad = [n for n, m in denoiser.named_modules() if m.training and isinstance(m, (BFBatchNorm2d, _BatchNorm))]
+        if bad:
+            raise ValueError(f"the denoiser has batch-norm layers in training mode ({bad[0]!r}, ...); "
+                             f"call model.eval() before {what}")
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (the paper's Table 1 counts BF-BN gains too)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -13,8 +13,11 @@ ARCHITECTURES = ("unet", "bfcnn")
 class ModelConfig:
     """Architecture of a blind bias-free denoiser.
 
-    ``arch="unet"`` uses ``num_blocks`` and ``width``; ``arch="bfcnn"`` uses ``num_layers`` and
-    ``width``. The defaults are the paper's 80x80 UNet (3 blocks, width 64, 7,659,264 params).
+    ``arch="unet"`` uses ``num_blocks``, ``width``, ``pad_mode`` and the official code's
+    ``enc_convs``/``mid_convs``/``dec_convs`` (convolutions per block) and ``pool_window``;
+    ``arch="bfcnn"`` uses ``num_layers``, ``width`` and ``first_layer_linear``. The defaults are the
+    paper's 80x80 UNet (3 blocks, width 64, 2 convolutions per block, pooling window 2,
+    7,659,264 params).
     """
 
     arch: str = "unet"
@@ -25,6 +28,10 @@ class ModelConfig:
     kernel_size: int = 3
     pad_mode: str = "reflect"
     first_layer_linear: bool = False
+    enc_convs: int = 2
+    mid_convs: int = 2
+    dec_convs: int = 2
+    pool_window: int = 2
 
     def __post_init__(self) -> None:
         self.arch = self.arch.lower().replace("-", "").replace("_", "")
@@ -64,7 +71,9 @@ def build_model(cfg: ModelConfig | str) -> nn.Module:
     if cfg.arch == "unet":
         from .unet import UNet
 
-        model = UNet(cfg.channels, cfg.num_blocks, cfg.width, cfg.kernel_size, cfg.pad_mode)
+        model = UNet(cfg.channels, cfg.num_blocks, cfg.width, cfg.kernel_size, cfg.pad_mode,
+                     enc_convs=cfg.enc_convs, mid_convs=cfg.mid_convs, dec_convs=cfg.dec_convs,
+                     pool_window=cfg.pool_window)
     else:
         from .bfcnn import BFCNN
 

@@ -7,6 +7,11 @@ network is homogeneous of order one and piecewise linear: f(y) = J(y) y (paper e
 
 Parameter counts for one channel and width 64: 1 block 366,080; 2 blocks 1,825,024;
 3 blocks 7,659,264 (the paper's "7.6m"); 4 blocks 30,993,152.
+
+The official code exposes three more architecture choices, kept here so that its checkpoints can
+be imported exactly (:mod:`gahb.models.importers`): the convolutions per encoder, middle and
+decoder block (2 each by default) and the average-pooling window (2; a window w pools with stride
+2 and zero padding (w - 1) // 2, counting the padding, which stays linear and bias-free).
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ class UNet(ResidualDenoiser):
             ``"reflect"`` (default) pads bottom/right by reflection up to the next multiple and
             crops the output back; padding is linear, so homogeneity and f(y) = J y still hold.
             ``"replicate"``/``"zeros"`` pad likewise; ``"error"`` refuses such inputs.
+        enc_convs, mid_convs, dec_convs: convolutions per encoder / middle / decoder block (2 in
+            the paper; the first encoder block's first convolution has no BF-BN, the last decoder
+            block's last convolution is the linear output layer).
+        pool_window: average-pooling window, stride 2 (2 in the paper).
     """
 
     def __init__(
@@ -51,10 +60,19 @@ class UNet(ResidualDenoiser):
         width: int = 64,
         kernel_size: int = 3,
         pad_mode: str = "reflect",
+        enc_convs: int = 2,
+        mid_convs: int = 2,
+        dec_convs: int = 2,
+        pool_window: int = 2,
     ):
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        if enc_convs < 1 or mid_convs < 1 or dec_convs < 2:
+            raise ValueError(f"need enc_convs >= 1, mid_convs >= 1, dec_convs >= 2; got {enc_convs}, "
+                             f"{mid_convs}, {dec_convs}")
+        if pool_window < 2:
+            raise ValueError(f"pool_window must be >= 2, got {pool_window}")
         if pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
         self.in_channels = in_channels
@@ -64,26 +82,27 @@ class UNet(ResidualDenoiser):
         k = kernel_size
         w = [width * 2**b for b in range(num_blocks + 1)]
 
+        def stack(cin: int, cout: int, n: int) -> list[nn.Module]:
+            return [_ConvBNReLU(cin if i == 0 else cout, cout, k) for i in range(n)]
+
         # Encoder block 0 starts with a plain conv + ReLU (no BN), as in the official network.
         self.encoder = nn.ModuleList()
         self.encoder.append(
-            nn.Sequential(_conv(in_channels, w[0], k), nn.ReLU(inplace=True), _ConvBNReLU(w[0], w[0], k))
+            nn.Sequential(_conv(in_channels, w[0], k), nn.ReLU(inplace=True), *stack(w[0], w[0], enc_convs - 1))
         )
         for b in range(1, num_blocks):
-            self.encoder.append(nn.Sequential(_ConvBNReLU(w[b - 1], w[b], k), _ConvBNReLU(w[b], w[b], k)))
-        self.pool = nn.AvgPool2d(2, 2)
-        self.mid = nn.Sequential(
-            _ConvBNReLU(w[num_blocks - 1], w[num_blocks], k), _ConvBNReLU(w[num_blocks], w[num_blocks], k)
-        )
+            self.encoder.append(nn.Sequential(*stack(w[b - 1], w[b], enc_convs)))
+        self.pool = nn.AvgPool2d(pool_window, 2, padding=(pool_window - 1) // 2)
+        self.mid = nn.Sequential(*stack(w[num_blocks - 1], w[num_blocks], mid_convs))
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for b in reversed(range(num_blocks)):
             self.up.append(nn.ConvTranspose2d(w[b + 1], w[b], 2, stride=2, bias=False))
             if b > 0:
-                self.decoder.append(nn.Sequential(_ConvBNReLU(2 * w[b], w[b], k), _ConvBNReLU(w[b], w[b], k)))
+                self.decoder.append(nn.Sequential(*stack(2 * w[b], w[b], dec_convs)))
             else:
-                # Last block: its second convolution is the linear output layer.
-                self.decoder.append(nn.Sequential(_ConvBNReLU(2 * w[b], w[b], k), _conv(w[b], in_channels, k)))
+                # Last block: its last convolution is the linear output layer.
+                self.decoder.append(nn.Sequential(*stack(2 * w[b], w[b], dec_convs - 1), _conv(w[b], in_channels, k)))
 
     @property
     def multiple(self) -> int:

@@ -54,6 +54,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from gahb.models.base import require_eval_mode
+
 from .config import SamplerConfig, get_config
 from .operators import MeasurementOperator
 
@@ -227,20 +229,6 @@ def _default_device(denoiser: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_eval_mode(denoiser) -> None:
-    # Batch-norm layers in training mode normalise with batch statistics: the denoiser would then
-    # mix the samples of a batch and change as samples stop (spec 10.4: always sample in eval mode).
-    from torch.nn.modules.batchnorm import _BatchNorm
-
-    from gahb.models import BFBatchNorm2d
-
-    if isinstance(denoiser, nn.Module):
-        bad = [n for n, m in denoiser.named_modules() if m.training and isinstance(m, (BFBatchNorm2d, _BatchNorm))]
-        if bad:
-            raise ValueError(f"the denoiser has batch-norm layers in training mode ({bad[0]!r}, ...); "
-                             "call model.eval() before sampling")
-
-
 def sample(
     denoiser: Callable[[torch.Tensor], torch.Tensor],
     shape_or_x_init: Sequence[int] | torch.Tensor,
@@ -285,7 +273,7 @@ def sample(
         A :class:`SampleResult`.
     """
     cfg = get_config(config) if not isinstance(config, SamplerConfig) else config
-    _check_eval_mode(denoiser)
+    require_eval_mode(denoiser, "sampling")
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     if device is None:
         device = _default_device(denoiser) if isinstance(denoiser, nn.Module) else torch.device("cpu")

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gahb.models import build_model, count_parameters
+from gahb.models import ModelConfig, build_model, count_parameters
 from gahb.utils.io import _atomic, append_jsonl, atomic_write_text, read_json
 
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_release
@@ -180,6 +180,8 @@ def _config_diff(saved: dict, new: dict) -> list[str]:
     # through to_dict like ``new`` does, so tuples and nested configs compare in the same form.
     defaults = TrainConfig().to_dict()
     saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+    if isinstance(saved.get("model"), dict):  # architecture fields added later: their defaults too
+        saved["model"] = {**ModelConfig().to_dict(), **saved["model"]}
     keys = (set(saved) | set(new)) - RUNTIME_FIELDS
     return sorted(k for k in keys if saved.get(k) != new.get(k))
 
