@@ -12,7 +12,8 @@ import importlib
 import sys
 
 # Order here is the order in ``gahb --help``.
-COMMAND_MODULES = ["data", "train", "denoise", "sample", "restore", "jacobian", "study", "reproduce"]
+COMMAND_MODULES = ["data", "train", "importer", "denoise", "evaluate", "sample", "restore", "jacobian", "study",
+                   "reproduce"]
 
 
 class GahbError(Exception):

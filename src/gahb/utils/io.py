@@ -89,3 +89,14 @@ def atomic_save_torch(path: str | os.PathLike, obj: Any) -> Path:
     import torch
 
     return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks (provenance of imported checkpoints and test images)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
