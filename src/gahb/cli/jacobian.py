@@ -45,6 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--split", choices=["test", "pool"], default="test",
                    help="test: the held-out test set of the dataset's seeded split; pool: raw pool row")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the dataset split (for --split test)")
+    p.add_argument("--crop", type=int, default=None, metavar="N",
+                   help="analyse the central NxN window of the image (e.g. 40 for a dense J of a photograph)")
     p.add_argument("--sigma", type=float, nargs="+", default=[0.05, 0.1, 0.2], help="noise levels (pixel scale)")
     p.add_argument("--method", choices=["dense", "topk"], default="dense", help="dense J or matrix-free top-k")
     p.add_argument("--k", type=int, default=32, help="topk: eigenpairs to compute; dense: all are computed, max(k, 256) eigenvectors are saved")
@@ -129,6 +131,11 @@ def run(args) -> int:
         model, config = load_denoiser(ckpt, device)
         channels = int(config["model"].get("channels", 1))
         clean, source = _load_clean(args, channels)
+        if args.crop:
+            from gahb.data import center_crop
+
+            clean = center_crop(clean, args.crop)
+            source["crop"] = f"central {args.crop}x{args.crop}"
         if cfg.method == "topk" and cfg.k >= clean.numel():
             raise GahbError(f"--k {cfg.k} must be smaller than the number of pixels {clean.numel()}")
         t0 = time.perf_counter()

@@ -24,6 +24,8 @@ examples:
   gahb reproduce --preset standard --out docs/results/reproduce-standard --threads 2
   gahb reproduce --preset quick --only gahb calpha  # just these sections (others shown as not run)
   gahb reproduce --preset standard --section-dir transition=docs/results/transition  # reuse a `gahb study` run
+  gahb reproduce --preset standard --only published --published-weights ../shared/published/weights \\
+      --published-images ../shared/published/images
   chromium --headless --screenshot=report.png --window-size=1280,4000 file://$PWD/runs/reproduce-quick/report.html
 """
 
@@ -55,6 +57,9 @@ def register(subparsers) -> None:
     p.add_argument("--section-dir", action="append", default=[], metavar="SECTION=DIR",
                    help="use DIR for SECTION instead of OUT/SECTION, e.g. a study already run with `gahb study` "
                         "(reused when its configuration matches; repeatable)")
+    p.add_argument("--published-weights", default=None, metavar="DIR",
+                   help="folder of the lab's published checkpoints: adds the 'published' section (with --published-images)")
+    p.add_argument("--published-images", default=None, metavar="DIR", help="folder holding Set12/ and Set68/")
     p.add_argument("--rerun", action="store_true",
                    help="recompute sections even when a finished results.json matches (training runs are still reused)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -74,7 +79,8 @@ def _run(args) -> int:
         dirs[name.strip()] = folder
     doc = reproduce(args.preset, args.out, only=args.only, skip=args.skip, dataset=args.dataset,
                     device=args.device, threads=args.threads, rerun=args.rerun, section_dirs=dirs,
-                    progress=not args.quiet)
+                    progress=not args.quiet,
+                    inputs={"published": {"weights_dir": args.published_weights, "images_dir": args.published_images}})
     s = doc["summary"]
     print(f"gahb reproduce ({args.preset}): {s['pass']} pass, {s['fail']} fail, {s['info']} info "
           f"in {doc['meta']['wall_time_s']:.0f} s")

@@ -20,6 +20,7 @@ examples:
   gahb study calpha --preset standard --out docs/results/calpha
   gahb study manifold --preset quick --set epochs=2
   gahb study shuffled --preset quick --show-config
+  gahb study published --preset standard --weights ../shared/published/weights --images ../shared/published/images
 """
 
 
@@ -39,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=list(PRESET_NAMES), default="quick", help="scale of the study")
     p.add_argument("--out", default=None, help="output folder (default: runs/study-NAME-PRESET)")
     p.add_argument("--dataset", default=None, help="dataset spec, for studies that take one (transition, shuffled)")
+    p.add_argument("--weights", default=None, help="published: folder holding the published checkpoints")
+    p.add_argument("--images", default=None, help="published: folder holding Set12/ and Set68/")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, auto (default: the preset's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -62,12 +65,13 @@ def _run(args) -> int:
     cfg = get_config(args.name, args.preset, overrides)
     fields = {f.name for f in dataclasses.fields(cfg)}
     extra = {}
-    for key in ("dataset", "device", "threads"):
-        value = getattr(args, key)
+    for flag, key in (("dataset", "dataset"), ("device", "device"), ("threads", "threads"),
+                      ("weights", "weights_dir"), ("images", "images_dir")):
+        value = getattr(args, flag)
         if value is None:
             continue
         if key not in fields:
-            raise GahbError(f"study {args.name!r} takes no --{key}")
+            raise GahbError(f"study {args.name!r} takes no --{flag}")
         extra[key] = value
     if extra:
         cfg = dataclasses.replace(cfg, **extra)

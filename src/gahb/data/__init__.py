@@ -27,6 +27,7 @@ from gahb.data.dedup import DedupResult, deduplicate, deduplicate_dense, dedup_f
 from gahb.data.readers import (
     ImageReadError,
     RawImages,
+    center_crop,
     load_array,
     load_image,
     read_array,
@@ -41,7 +42,7 @@ from gahb.data.splits import PoolSplit, default_n_test, seeded_permutation, spli
 
 __all__ = [
     "DatasetSpec", "DedupResult", "ImageReadError", "Pool", "PoolSplit", "RawImages", "Split",
-    "cache_root", "dedup_features", "deduplicate", "deduplicate_dense", "default_dataset_dir",
+    "cache_root", "center_crop", "dedup_features", "deduplicate", "deduplicate_dense", "default_dataset_dir",
     "default_n_test", "load_array", "load_image", "load_pool", "load_split", "open_prepared",
     "parse_dataset_spec", "prepare_dataset", "read_array", "read_celeba", "read_fashion_mnist",
     "read_idx", "read_image_folder", "read_lsun", "save_image", "seeded_permutation", "split_pool",

@@ -303,6 +303,16 @@ def load_image(path: str | os.PathLike, channels: int = 1) -> torch.Tensor:
     return to_float(stored, _stored_scale(channels))
 
 
+def center_crop(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """The central ``size`` (or (height, width)) window of a (..., H, W) image, as a contiguous copy."""
+    h, w = image.shape[-2:]
+    ch, cw = (size, size) if isinstance(size, int) else size
+    if not (0 < ch <= h and 0 < cw <= w):
+        raise ValueError(f"cannot crop {ch}x{cw} out of a {h}x{w} image")
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return image[..., top:top + ch, left:left + cw].contiguous()
+
+
 def save_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Path:
     """Write (H, W), (C, H, W) or (1, C, H, W) with C in {1, 3} as an 8-bit image, clamped to [0, 1].
 

@@ -6,6 +6,7 @@
 ``calpha``      PSNR slopes on geometric C^alpha images vs the optimal alpha/(alpha+1) (Fig 4)
 ``manifold``    disks (a 5-D manifold): eigenvectors vs the tangent space, PSNR slope (Fig 5)
 ``shuffled``    the same dataset with a fixed pixel permutation: lower PSNR, slower spectra (Fig 21)
+``published``   the lab's published denoisers: Set68 table, GAHB of a converged BF-CNN, its prior
 ==============  ================================================================================
 
 Modules are imported lazily (:func:`get_study`) so ``gahb --help`` stays fast.
@@ -22,6 +23,8 @@ STUDIES: dict[str, str] = {
     "calpha": "C^alpha images: output-vs-input PSNR slope vs the optimal alpha/(alpha+1) (Fig 4)",
     "manifold": "disk manifold: top eigenvectors vs the 5-D tangent space, PSNR slope (Fig 5)",
     "shuffled": "pixel-shuffled dataset: PSNR curves and spectra against the unshuffled model (Fig 21)",
+    "published": "the lab's published blind denoisers (needs --weights, --images): Set68 PSNR vs sigma against "
+                 "the published table, the converged BF-CNN's Jacobian on natural images, its prior",
 }
 
 PRESET_NAMES = ("test", "quick", "standard", "paper")

@@ -60,7 +60,14 @@ SECTIONS: tuple[Section, ...] = (
     Section("shuffled", "shuffled", "5. Pixel-shuffled images (Fig 21)",
             "The same data with a fixed pixel permutation: lower PSNR, slower spectral decay (no GAHB "
             "fits the shuffled geometry)."),
+    Section("published", "published", "6. The lab's published denoisers (Mohan et al. 2020; Fig 3 on natural images)",
+            "Converged networks nobody here trained, imported exactly: the bias-free DnCNNs' Set68 table against "
+            "the published numbers, the adaptive basis of the universal_inverse_problem BF-CNN on Set12 crops "
+            "(asymmetry, spectra, tr J, SURE), samples and inverse problems from its prior. Runs only when given "
+            "the published files (--published-weights, --published-images)."),
 )
+# Sections that need inputs from outside the repository: {section: (config fields, what to pass)}.
+EXTERNAL_INPUTS = {"published": (("weights_dir", "images_dir"), "--published-weights DIR --published-images DIR")}
 SECTION_NAMES = tuple(s.name for s in SECTIONS)
 
 
@@ -79,24 +86,26 @@ PRESETS: dict[str, Preset] = {
         {s.name: "test" for s in SECTIONS},
         "tiny, for the test suite: a handful of tiny images and training steps per study. "
         "The numbers exercise the pipeline and mean nothing about the paper.",
-        expected_s={"transition": 15, "gahb": 7, "calpha": 3, "manifold": 3, "shuffled": 3}),
+        expected_s={"transition": 15, "gahb": 7, "calpha": 3, "manifold": 3, "shuffled": 3, "published": 30}),
     "quick": Preset(
         {s.name: "quick" for s in SECTIONS},
         "small networks (unet-small on Fashion-MNIST 28x28 at a few N up to the full half of the pool, "
         "unet-tiny on small synthetic images), 5,000 to 16,000 training images seen per network, about 10 minutes "
         "on 2 CPU cores. The paper trains 7.6M-parameter UNets on 80x80 faces for 2.5x10^8 images: expect its "
         "trends, not its numbers.",
-        expected_s={"transition": 480, "gahb": 15, "calpha": 100, "manifold": 25, "shuffled": 45}),
+        expected_s={"transition": 480, "gahb": 15, "calpha": 100, "manifold": 25, "shuffled": 45, "published": 600}),
     "standard": Preset(
         {s.name: "standard" for s in SECTIONS},
         "the acceptance scale of every study (unet-small on Fashion-MNIST, N from 1 to the full half "
         "of the pool; synthetic studies at their acceptance sizes), about 3 hours on 2 CPU cores. Smaller "
         "than the paper's; trends and slopes comparable.",
-        expected_s={"transition": 4900, "gahb": 60, "calpha": 2000, "manifold": 3150, "shuffled": 1080}),
+        expected_s={"transition": 4900, "gahb": 60, "calpha": 2000, "manifold": 3150, "shuffled": 1080,
+                    "published": 2100}),
     "paper": Preset(
         {s.name: "paper" for s in SECTIONS},
         "the paper's recipe (unet-80, 80x80 images, 1000 epochs); GPU territory.",
-        expected_s={"transition": 86400, "gahb": 1200, "calpha": 36000, "manifold": 36000, "shuffled": 36000}),
+        expected_s={"transition": 86400, "gahb": 1200, "calpha": 36000, "manifold": 36000, "shuffled": 36000,
+                    "published": 3600}),
 }
 
 
@@ -196,11 +205,14 @@ def section_dir(name: str, out: Path, section_dirs: dict | None) -> Path:
     return Path((section_dirs or {}).get(name) or out / name)
 
 
-def section_overrides(section: Section, preset: Preset, out: Path, section_dirs: dict | None = None) -> dict:
-    """Overrides a section needs inside a reproduction (where its upstream sections wrote)."""
+def section_overrides(section: Section, preset: Preset, out: Path, section_dirs: dict | None = None,
+                      inputs: dict | None = None) -> dict:
+    """Overrides a section needs inside a reproduction (where its upstream sections wrote, the
+    outside inputs given for it)."""
     extra = dict(preset.overrides.get(section.name, {}))
     if section.name == "gahb":
         extra.setdefault("transition_dir", str(section_dir("transition", out, section_dirs)))
+    extra.update({k: str(v) for k, v in (inputs or {}).get(section.name, {}).items() if v})
     return extra
 
 
@@ -225,7 +237,7 @@ def section_command(section: Section, study_preset: str, out_dir: Path, override
 def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, only=None, skip=None,
               dataset: str | None = None, device: str | None = None, threads: int | None = None,
               rerun: bool = False, section_dirs: dict | None = None, progress: bool = True,
-              log: Callable[[str], None] | None = None) -> dict:
+              log: Callable[[str], None] | None = None, inputs: dict | None = None) -> dict:
     """Run the sections of :data:`SECTIONS` at ``preset`` into ``out``; write the report and JSON.
 
     ``only``/``skip``: section names to run / leave out (left-out sections appear as "not run").
@@ -233,6 +245,9 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
     ``rerun`` ignores finished ``results.json`` files (the studies still reuse their trained runs).
     ``section_dirs`` ``{section: folder}`` puts a section elsewhere than ``OUT/<section>``, e.g. a study
     already run with ``gahb study`` (reused when its configuration matches, else computed there).
+    ``inputs`` ``{section: {config field: value}}`` gives the sections of :data:`EXTERNAL_INPUTS`
+    their outside files (e.g. ``{"published": {"weights_dir": ..., "images_dir": ...}}``); such a
+    section without them is not run (an earlier result in its folder is still shown, as reused).
     Returns the ``reproduce.json`` dict; ``summary['failed_sections']`` lists the sections that failed
     (``summary['sections_without_results']`` also those left out and never run before).
     """
@@ -298,7 +313,7 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
             study_preset = pre.study_presets[s.name]
             if study_preset not in mod.PRESETS:
                 raise ValueError(f"study {s.study!r} has no preset {study_preset!r}")
-            overrides = section_overrides(s, pre, out, section_dirs)
+            overrides = section_overrides(s, pre, out, section_dirs, inputs)
             cfg = common.apply_overrides(mod.PRESETS[study_preset], overrides)
             fields = {f.name for f in dataclasses.fields(cfg)}
             extra = {k: v for k, v in (("dataset", dataset), ("device", device), ("threads", threads))
@@ -306,6 +321,17 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
             if extra:
                 cfg = dataclasses.replace(cfg, **extra)
                 overrides = {**overrides, **extra}
+            needs = EXTERNAL_INPUTS.get(s.name)
+            if needs and any(k in fields and not getattr(cfg, k) for k in needs[0]):
+                # Outside files not given: not run; an earlier result in its folder is still shown.
+                prev = common.load_results(sec_out)
+                if prev is not None:
+                    entry.update(status="reused", results=prev, error=None, study_preset=prev.get("preset"),
+                                 scale=describe_scale(prev.get("config") or {}), command=prev.get("command"))
+                else:
+                    entry.update(status="missing", error=f"not run: this section needs {needs[1]}")
+                log(f"[reproduce {i}/{len(selected)}] {s.name}: {entry['status']} (it needs {needs[1]})")
+                continue
             entry["command"] = section_command(s, study_preset, sec_out, overrides, out, preset)
             entry["scale"] = describe_scale(common.config_to_dict(cfg))
             old = None if rerun else common.load_results(sec_out)
