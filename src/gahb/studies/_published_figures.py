@@ -182,7 +182,7 @@ def write_all(out: Path, cfg, set68, dense, analyses, sure, topk, topk_results, 
                  f"universal_inverse_problem BF-CNN at \u03c3={cfg.dense_sigma:g}: asymmetry ||J\u2212J\u1d40||/||J||, "
                  "largest and smallest eigenvalue of (J+J\u1d40)/2 and tr J."))
     r0 = min(analyses[0].results, key=lambda q: abs(q.sigma - cfg.dense_sigma))
-    idx = montage_indices(r0.basis.k)
+    idx = montage_indices(r0.basis.k, count=cfg.montage_count)
     imgs = [("clean", r0.x.reshape(r0.basis.shape)), (f"noisy \u03c3={r0.sigma:g}", r0.y.reshape(r0.basis.shape)),
             ("denoised", r0.fy.reshape(r0.basis.shape))]
     plt.close(eigenvector_montage(r0.basis, idx, images=imgs, title=f"BF-CNN (published), Set12 crop, \u03c3={r0.sigma:g}",
@@ -198,7 +198,7 @@ def write_all(out: Path, cfg, set68, dense, analyses, sure, topk, topk_results, 
                       "Left: tr J against \u03c3, averaged over the crops and noise draws. Right: SURE (eq. 7) "
                       "against the true MSE, each averaged over the same crops and draws (Hutchinson traces)."))
     t0 = topk_results[0]
-    k_show = list(range(min(16, t0.basis.k)))
+    k_show = list(range(min(16, t0.basis.k, cfg.montage_count)))
     timgs = [("clean", t0.x.reshape(t0.basis.shape)), (f"noisy \u03c3={t0.sigma:g}", t0.y.reshape(t0.basis.shape)),
              ("denoised", t0.fy.reshape(t0.basis.shape))]
     plt.close(eigenvector_montage(t0.basis, k_show, images=timgs, ncols=8,

@@ -69,6 +69,7 @@ class Config:
     inverse_crop: int = 64
     inverse_images: int = 12
     inverse_tasks: tuple = ("inpaint", "pixels", "superres", "cs")
+    montage_count: int = 21
     seed: int = 0
     chunk: int = 32
     device: str = "cpu"
@@ -99,7 +100,7 @@ PRESETS: dict[str, Config] = {
     "test": Config(set68_sigmas=(50,), set68_limit=1, evaluations_dir=None, crop=12, n_crops=2,
                    spectrum_sigmas=(0.1, 0.2), sure_sigmas=(0.1, 0.2), sure_draws=2, sure_probes=4, topk_crop=16,
                    topk_crops=1, topk_k=4, samples_small=2, samples_large=1, inverse_crop=16, inverse_images=2,
-                   inverse_tasks=("pixels", "superres"), chunk=144),
+                   inverse_tasks=("pixels", "superres"), montage_count=6, chunk=144),
     "quick": Config(n_crops=4, sure_draws=2, topk_crops=1, samples_small=8, samples_large=2, inverse_images=4,
                     inverse_crop=40),
     # The acceptance run: about 35 minutes on 2 CPU cores when the Set68 evaluations are reused.

@@ -60,7 +60,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("shuffled", "shuffled", "5. Pixel-shuffled images (Fig 21)",
             "The same data with a fixed pixel permutation: lower PSNR, slower spectral decay (no GAHB "
             "fits the shuffled geometry)."),
-    Section("published", "published", "6. The lab's published denoisers (Mohan et al. 2020; Fig 3 on natural images)",
+    Section("published", "published", "6. Published blind denoisers of the lab (Mohan et al. 2020; Fig 3 on natural images)",
             "Converged networks nobody here trained, imported exactly: the bias-free DnCNNs' Set68 table against "
             "the published numbers, the adaptive basis of the universal_inverse_problem BF-CNN on Set12 crops "
             "(asymmetry, spectra, tr J, SURE), samples and inverse problems from its prior. Runs only when given "
