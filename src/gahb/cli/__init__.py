@@ -20,6 +20,17 @@ class GahbError(Exception):
     """An error whose message is meant for the user (printed without a traceback)."""
 
 
+def float_list(text: str) -> tuple[float, ...]:
+    """An argparse type: numbers separated by commas or spaces."""
+    try:
+        vals = tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return vals
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gahb import __version__
 

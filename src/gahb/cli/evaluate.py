@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,27 +26,22 @@ examples:
 
 def parse_sigmas(text: str) -> list[float]:
     """``"10,20,30"``, or an arithmetic run written ``"10,20,...,100"``."""
-    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    from gahb.cli import float_list
+
+    if "..." not in text:
+        return list(float_list(text))
+    parts = [p.strip() for p in text.split(",")]
     try:
-        if "..." in parts:
-            i = parts.index("...")
-            if i != 2 or len(parts) != 4:
-                raise ValueError
-            a, b, c = float(parts[0]), float(parts[1]), float(parts[3])
-            step = b - a
-            if step <= 0 or c < b:
-                raise ValueError
-            n = round((c - a) / step)
-            if abs(a + n * step - c) > 1e-9 * max(1.0, abs(c)):
-                raise ValueError
-            return [a + k * step for k in range(n + 1)]
-        values = [float(p) for p in parts]
+        if len(parts) != 4 or parts[2] != "...":
+            raise ValueError
+        a, b, c = float(parts[0]), float(parts[1]), float(parts[3])
+        step, n = b - a, round((c - a) / (b - a)) if b > a else -1
+        if step <= 0 or c < b or abs(a + n * step - c) > 1e-9 * max(1.0, abs(c)):
+            raise ValueError
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--sigmas must be numbers separated by commas, or A,B,...,C; got {text!r}") \
-            from None
-    if not values:
-        raise argparse.ArgumentTypeError("--sigmas is empty")
-    return values
+        raise argparse.ArgumentTypeError(f"--sigmas must be numbers separated by commas, or A,B,...,C with C - A a "
+                                         f"multiple of B - A > 0; got {text!r}") from None
+    return [a + k * step for k in range(n + 1)]
 
 
 def register(subparsers) -> None:
@@ -85,7 +79,7 @@ def evaluation_record(args) -> dict:
     from gahb.models import optimize_for_inference
     from gahb.models.published import SET68_SIZE, by_sha256
     from gahb.studies.common import command_line, environment
-    from gahb.training.checkpoint import WEIGHTS_NAME, _find, load_denoiser
+    from gahb.training.checkpoint import _find, load_denoiser
     from gahb.utils.device import resolve_device
     from gahb.utils.io import atomic_write_json, file_sha256, read_json
 

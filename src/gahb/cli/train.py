@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from gahb.cli import float_list
+
 EPILOG = """\
 presets (--preset; any flag below overrides the preset's value):
   quick     unet-small, batch 64, 4 epochs x 5,000 images, lr 1e-3 halved after epoch 2   (~1 min CPU)
@@ -33,16 +35,6 @@ examples:
   gahb train --dataset celeba:/data/img_align_celeba --size 80 --n 100000 --preset paper --bf16 \\
       --channels-last --out runs/celeba_n1e5_s1
 """
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(v) for v in text.replace(",", " ").split())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
-    if not vals:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return vals
 
 
 def register(subparsers) -> None:
@@ -95,7 +87,7 @@ def register(subparsers) -> None:
 
     e = p.add_argument_group("evaluation and checkpoints")
     e.add_argument("--eval-images", type=int, default=None, help="fixed train and test images evaluated")
-    e.add_argument("--eval-sigmas", type=_float_list, default=None, help="comma-separated sigmas of the PSNR sweep")
+    e.add_argument("--eval-sigmas", type=float_list, default=None, help="comma-separated sigmas of the PSNR sweep")
     e.add_argument("--eval-every", type=int, default=None, help="evaluate every this many --eval-unit")
     e.add_argument("--eval-unit", choices=("epoch", "step"), default=None, help="unit of --eval-every")
     e.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every this many steps (0: only at evaluations)")

@@ -21,15 +21,17 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
+def strip_prefixes(key: str) -> str:
+    """A state_dict key without wrappers' prefixes (DataParallel/DDP ``module.``, torch.compile ``_orig_mod.``)."""
+    for prefix in ("module.", "_orig_mod."):
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
 def _clean_state_dict(state: dict) -> dict:
-    """Strip wrappers' prefixes (DataParallel/DDP ``module.``, torch.compile ``_orig_mod.``)."""
-    out = {}
-    for k, v in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v.detach().contiguous().cpu()
-    return out
+    """Wrappers' prefixes stripped (:func:`strip_prefixes`), tensors detached, contiguous, on the CPU."""
+    return {strip_prefixes(k): v.detach().contiguous().cpu() for k, v in state.items()}
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
