@@ -781,9 +781,60 @@ class PixelShuffle:
 
 
 # ----------------------------------------------------------------------------------------------
+# Sparse bright strokes on black (a test set of the character of handwriting-like data)
+
+
+def sample_stroke_params(n: int, max_strokes: int = 3, seed: int = 0) -> torch.Tensor:
+    """(n, max_strokes, 9) float64: per stroke a 0/1 presence flag, three Bezier control points
+    (x0, y0, x1, y1, x2, y2) in [0.1, 0.9] of the image side, a half-width in [0.6, 1.6] px and a
+    brightness in [0.6, 1]. Every image has at least one stroke (1 to ``max_strokes``, uniform)."""
+    n = _check_n(n)
+    if max_strokes < 1:
+        raise ValueError(f"max_strokes must be >= 1, got {max_strokes}")
+    out = torch.empty(n, max_strokes, 9, dtype=torch.float64)
+    for lo, hi, rng in _block_rngs(seed, n, salt=4):
+        u = torch.from_numpy(_uniform(rng, hi - lo, (max_strokes, 9)))
+        count = 1 + (u[:, 0, 0] * max_strokes).floor().clamp(max=max_strokes - 1)
+        out[lo:hi, :, 0] = (torch.arange(max_strokes)[None, :] < count[:, None]).double()
+        out[lo:hi, :, 1:7] = 0.1 + 0.8 * u[:, :, 1:7]
+        out[lo:hi, :, 7] = 0.6 + 1.0 * u[:, :, 7]
+        out[lo:hi, :, 8] = 0.6 + 0.4 * u[:, :, 8]
+    return out
+
+
+def stroke_images(params, size: Size = 28, samples: int = 48, chunk: int = 64) -> torch.Tensor:
+    """Render strokes: each a quadratic Bezier curve drawn with an anti-aliased round pen.
+
+    A pixel at distance r from the curve (its nearest of ``samples`` points) gets
+    brightness * clamp(half_width + 1/2 - r, 0, 1); strokes combine by their maximum; the
+    background is 0. Mostly black images with thin bright strokes, float32 (n, 1, H, W) in [0, 1].
+    """
+    h, w = _hw(size)
+    p = torch.as_tensor(params, dtype=torch.float64)
+    if p.ndim != 3 or p.shape[2] != 9:
+        raise ValueError(f"stroke parameters must have shape (N, strokes, 9), got {tuple(p.shape)}")
+    t = torch.linspace(0, 1, samples, dtype=torch.float64)[:, None]
+    gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
+                            indexing="ij")
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)  # (HW, 2) in pixels
+    scale = torch.tensor([w, h], dtype=torch.float64)
+    out = torch.empty(p.shape[0], 1, h, w, dtype=torch.float32)
+    for lo in range(0, p.shape[0], chunk):
+        q = p[lo:lo + chunk]
+        c0, c1, c2 = (q[..., 1 + 2 * i:3 + 2 * i] * scale for i in range(3))  # (B, S, 2)
+        pts = ((1 - t) ** 2)[None, None] * c0[:, :, None] + (2 * t * (1 - t))[None, None] * c1[:, :, None] \
+            + (t**2)[None, None] * c2[:, :, None]  # (B, S, T, 2)
+        dist = torch.cdist(pts.reshape(-1, samples, 2), grid[None].expand(pts.shape[0] * pts.shape[1], -1, -1))
+        r = dist.min(dim=1).values.reshape(q.shape[0], q.shape[1], h * w)
+        ink = (q[..., 7:8] + 0.5 - r).clamp(0, 1) * q[..., 8:9] * q[..., 0:1]
+        out[lo:lo + chunk, 0] = ink.max(dim=1).values.reshape(-1, h, w).float()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # Uniform entry point, config and spec strings
 
-SYNTHETIC_NAMES = ("calpha", "disks", "sinusoids", "rescaled")
+SYNTHETIC_NAMES = ("calpha", "disks", "sinusoids", "rescaled", "strokes")
 
 
 def _gen_calpha(n, size, seed, alpha=2.0, beta=None, variant="code", contrast=None,
@@ -801,6 +852,10 @@ def _gen_sinusoids(n, size, seed, axis="x", max_amplitude=0.5, progress=False, t
     return sinusoid_images(sample_sinusoid_params(n, seed, max_amplitude), size, axis=axis)
 
 
+def _gen_strokes(n, size, seed, max_strokes=3, progress=False, threads=1):
+    return stroke_images(sample_stroke_params(n, max_strokes, seed), size)
+
+
 def _gen_rescaled(n, size, seed, base="calpha", base_seed=None, scale_min=0.0, scale_max=1.0,
                   progress=False, threads=1):
     x = _load_base_image(base, size, seed if base_seed is None else base_seed)
@@ -812,6 +867,7 @@ _GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
     "disks": _gen_disks,
     "sinusoids": _gen_sinusoids,
     "rescaled": _gen_rescaled,
+    "strokes": _gen_strokes,
 }
 
 
@@ -836,6 +892,7 @@ def synthetic_dataset(name: str, n: int, size: Size = 80, seed: int = 0, progres
       antialias [variant default]. See :func:`calpha_images`.
     * ``disks``: min_radius [3.0]. See :func:`sample_disk_params`, :func:`disk_images`.
     * ``sinusoids``: axis ["x"], max_amplitude [0.5]. See :func:`sinusoid_images`.
+    * ``strokes``: max_strokes [3]. Sparse bright anti-aliased curves on black (:func:`stroke_images`).
     * ``rescaled``: base ["calpha": one image of that generator drawn with base_seed; or a
       tensor/array, or a .pt/.png path], base_seed [None = seed], scale_min [0.0],
       scale_max [1.0]. See :func:`rescaled_image_dataset`.
@@ -891,6 +948,9 @@ def iter_synthetic(name: str, n: int, size: Size = 80, seed: int = 0, chunk: int
     if name == "disks":
         params = sample_disk_params(n, size, seed, **kw)
         render = lambda lo, hi: disk_images(params[lo:hi], size, threads=threads)  # noqa: E731
+    elif name == "strokes":
+        params = sample_stroke_params(n, kw.get("max_strokes", 3), seed)
+        render = lambda lo, hi: stroke_images(params[lo:hi], size)  # noqa: E731
     elif name == "sinusoids":
         axis = kw.pop("axis", "x")
         params = sample_sinusoid_params(n, seed, **kw)
