@@ -90,6 +90,16 @@ def test_eps_weighted_loss_is_the_noise_prediction_loss():
         loss_weights(sig, "snr")
 
 
+def test_eps_small_weight_is_unweighted_above_its_sigma_and_noise_prediction_below():
+    sig = torch.tensor([1.0, 0.5, 0.1, 0.01, 0.001, 0.0])
+    w = loss_weights(sig, "eps-small", floor=0.01, eps_sigma=0.1)
+    assert w.tolist() == pytest.approx([1.01, 1.04, 2.0, 101.0, 101.0, 101.0])  # floored at sigma = 0.01
+    # well below eps_sigma it is eps_sigma^2 times the eps (noise-prediction) weight
+    assert float(w[3]) == pytest.approx(0.1**2 / 0.01**2 + 1)
+    with pytest.raises(ValueError, match="loss_eps_sigma"):
+        TrainConfig(loss_weight="eps-small", loss_eps_sigma=0.0)
+
+
 def test_config_json_round_trip_and_validation():
     cfg = make_config("standard", model=ModelConfig(arch="bfcnn", num_layers=7, width=16), steps=123,
                       eval_sigmas=(0.05, 0.1), lr_halve_unit="fraction", lr_halve_every=0.25)

@@ -80,9 +80,11 @@ def register(subparsers) -> None:
     o.add_argument("--noise", choices=("quadratic", "uniform"), default=None,
                    help="sigma law: sigma_max*u^2 (official code) or sigma_max*u, u ~ U(0,1)")
     o.add_argument("--sigma-max", type=float, default=None, help="largest noise std (pixel scale)")
-    o.add_argument("--loss-weight", choices=("none", "eps"), default=None,
-                   help="per-image loss weight: none (the paper's) or eps (error / (sigma^2 + 0.01^2), "
-                        "DDPM's noise-prediction loss; trains small noise as much as large)")
+    o.add_argument("--loss-weight", choices=("none", "eps", "eps-small"), default=None,
+                   help="per-image loss weight: none (the paper's), eps (error / (sigma^2 + 0.01^2), "
+                        "DDPM's noise-prediction loss; trains small noise as much as large) or eps-small "
+                        "(error * (1 + (0.1 / sigma)^2): unweighted above sigma = 0.1, noise-prediction below; "
+                        "keeps a briefly trained network from amplifying clean images, docs/divergence.md)")
     o.add_argument("--seed", type=int, default=0, help="training seed (init, data order, noise)")
 
     e = p.add_argument_group("evaluation and checkpoints")

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from gahb.models import MODEL_PRESETS, ModelConfig
 
 NOISE_LAWS = ("quadratic", "uniform")
-LOSS_WEIGHTS = ("none", "eps")
+LOSS_WEIGHTS = ("none", "eps", "eps-small")
 LR_UNITS = ("epoch", "step", "fraction")
 EVAL_UNITS = ("epoch", "step")
 
@@ -66,9 +66,13 @@ class TrainConfig:
     # DDPM's noise-prediction loss, which weights every noise level alike in PSNR terms (the
     # floor keeps sigma -> 0 draws finite). For a blind denoiser this reweights the noise-level
     # prior by 1/sigma^2 (the optimum is E[x | y] under that prior); sigma is nearly identifiable
-    # from a noisy image, so it moves the training trade-off rather than the target.
+    # from a noisy image, so it moves the training trade-off rather than the target. "eps-small":
+    # 1 + (loss_eps_sigma / max(sigma, floor))^2, unweighted above loss_eps_sigma, noise-prediction
+    # below it: a briefly trained network then leaves clean images alone (radial gain 1) instead of
+    # amplifying them, which made samples diverge (docs/divergence.md), and keeps its large-noise fit.
     loss_weight: str = "none"
     loss_sigma_floor: float = 0.01
+    loss_eps_sigma: float = 0.1
     seed: int = 0  # model init, data order, training noise and evaluation noise all derive from it
     eval_images: int = 64  # fixed train and held-out images for the PSNR sweep
     eval_sigmas: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -117,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"loss_weight must be one of {LOSS_WEIGHTS}, got {self.loss_weight!r}")
         if not (self.loss_sigma_floor > 0 and math.isfinite(self.loss_sigma_floor)):
             raise ValueError(f"loss_sigma_floor must be positive, got {self.loss_sigma_floor}")
+        if not (self.loss_eps_sigma > 0 and math.isfinite(self.loss_eps_sigma)):
+            raise ValueError(f"loss_eps_sigma must be positive, got {self.loss_eps_sigma}")
         if self.lr_halve_unit not in LR_UNITS:
             raise ValueError(f"lr_halve_unit must be one of {LR_UNITS}, got {self.lr_halve_unit!r}")
         if self.lr_halve_every is not None and self.lr_halve_every < 0:

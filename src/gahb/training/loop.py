@@ -368,7 +368,7 @@ class _Trainer:
         sl = ctx.shard(b)
         x = self.train_dev[idx[sl].to(self.train_dev.device)].to(self.dev, non_blocking=True)
         z = z[sl].to(self.dev, non_blocking=True)
-        w = loss_weights(sigmas[sl].to(self.dev), cfg.loss_weight, cfg.loss_sigma_floor)
+        w = loss_weights(sigmas[sl].to(self.dev), cfg.loss_weight, cfg.loss_sigma_floor, cfg.loss_eps_sigma)
         y = x + z
         if cfg.channels_last:
             y = y.contiguous(memory_format=torch.channels_last)

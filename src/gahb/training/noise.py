@@ -60,16 +60,22 @@ def denoising_loss(residual: torch.Tensor, noise: torch.Tensor, batch_size: int 
     return (err.flatten(1).sum(1) * weights.float()).sum() / b
 
 
-def loss_weights(sigmas: torch.Tensor, kind: str = "none", floor: float = 0.01) -> torch.Tensor | None:
+def loss_weights(sigmas: torch.Tensor, kind: str = "none", floor: float = 0.01,
+                 eps_sigma: float = 0.1) -> torch.Tensor | None:
     """Per-image loss weights for the training noise levels ``sigmas`` (B,).
 
     ``"none"``: None (the paper's unweighted loss). ``"eps"``: 1 / (sigma^2 + floor^2). Since
     ||r(y) - sigma n||^2 / sigma^2 = ||r(y)/sigma - n||^2, this is DDPM's noise-prediction loss:
     every noise level then contributes an error relative to its own noise energy (a PSNR gain)
-    instead of an absolute one that grows with sigma^2.
+    instead of an absolute one that grows with sigma^2. ``"eps-small"``: 1 + (eps_sigma /
+    max(sigma, floor))^2, the paper's loss above ``eps_sigma`` and eps_sigma^2 times the
+    noise-prediction loss below it: the small noise levels, whose absolute errors the unweighted
+    loss barely sees, count as much as the large ones, and the large ones keep their weight.
     """
     if kind == "none":
         return None
     if kind == "eps":
         return 1.0 / (sigmas.float().pow(2) + float(floor) ** 2)
+    if kind == "eps-small":
+        return 1.0 + (float(eps_sigma) / sigmas.float().clamp_min(float(floor))).pow(2)
     raise ValueError(f"unknown loss weight {kind!r}; choose one of {LOSS_WEIGHTS}")
