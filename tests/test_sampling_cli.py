@@ -41,10 +41,10 @@ def test_sample_cli_writes_grid_array_and_record(random_run, tmp_path, capsys):
     out = tmp_path / "s"
     rc = main(["sample", "--checkpoint", str(random_run), "--num", "3", "--seed", "5", "--preset", "fast",
                "--max-steps", "6", "--out", str(out), "--no-progress"])
-    assert rc == 0
+    assert rc == 1  # every sample failed: the command says so and exits non-zero, after writing
     text = capsys.readouterr()
-    assert "denoiser evaluations per sample" in text.out
-    assert "failed" in text.err  # failures are reported, not hidden
+    assert "denoiser evaluations per sample" in text.out and "failed: 3 of 3 samples" in text.out
+    assert "every sample failed" in text.err  # failures are reported, not hidden
     arr = np.load(out / "samples.npy")
     assert arr.shape == (3, 1, 16, 16) and arr.dtype == np.float32
     assert (out / "samples.png").stat().st_size > 0
@@ -62,6 +62,7 @@ def test_sample_cli_is_seed_reproducible_and_converges(identity_run, tmp_path, c
     assert main(["sample", *common, "--seeds", "4", "--out", str(b), "--batch-size", "1"]) == 0
     out = capsys.readouterr().out
     assert "mean 1.0" in out  # one evaluation: sigma_t = 0 < sigma_final
+    assert "failed: 0 of 2 samples" in out
     xa, xb = np.load(a / "samples.npy"), np.load(b / "samples.npy")
     assert xa.shape == (2, 1, 12, 16)
     np.testing.assert_array_equal(xa[1], xb[0])

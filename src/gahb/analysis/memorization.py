@@ -346,7 +346,8 @@ def similarity_histograms_figure(per_n: dict, bins: int = DEFAULT_BINS, path=Non
 
     ``per_n`` maps N to a dict with keys ``"paired"`` and/or ``"nearest_train"`` holding either raw
     similarity values or :class:`SimilaritySummary` objects (their stored counts are drawn;
-    ``bins`` then does not apply). Values are clipped to [0, 1]. Returns the figure.
+    ``bins`` then does not apply), and optionally ``"note"``, a line added to the panel's title
+    (e.g. how many samples failed and were left out). Values are clipped to [0, 1]. Returns the figure.
     """
     if not per_n:
         raise ValueError("per_n is empty")
@@ -366,7 +367,8 @@ def similarity_histograms_figure(per_n: dict, bins: int = DEFAULT_BINS, path=Non
                 counts, edges = np.histogram(arr, bins=bins, range=(0.0, 1.0))
             ax.stairs(counts, edges, fill=True, alpha=0.55, color=color, label=label)
         ax.set_xlim(0.0, 1.0)
-        ax.set_title(_n_label(n), fontsize=9)
+        note = per_n[n].get("note") if isinstance(per_n[n], dict) else None
+        ax.set_title(_n_label(n) + (f"\n{note}" if note else ""), fontsize=9)
         ax.set_xlabel("cosine similarity", fontsize=8)
         ax.tick_params(labelsize=7)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -82,8 +82,8 @@ def _run(args) -> int:
                     progress=not args.quiet,
                     inputs={"published": {"weights_dir": args.published_weights, "images_dir": args.published_images}})
     s = doc["summary"]
-    print(f"gahb reproduce ({args.preset}): {s['pass']} pass, {s['fail']} fail, {s['info']} info "
-          f"in {doc['meta']['wall_time_s']:.0f} s")
+    print(f"gahb reproduce ({args.preset}): {s['pass']} pass, {s['fail']} fail, {s['info']} info, "
+          f"{s['invalid']} invalid in {doc['meta']['wall_time_s']:.0f} s")
     for e in doc["sections"]:
         print(f"  {e['section']:<11} {e['status']:<8} {e['wall_time_s']:8.1f} s  {e['out_dir']}")
     print(f"report: {doc['meta']['out_dir']}/report.html\njson:   {doc['meta']['out_dir']}/reproduce.json")

@@ -182,6 +182,13 @@ def run(args) -> int:
     print(f"{len(seeds)} samples ({args.preset} preset) -> {out / 'samples.png'}, {out / 'samples.npy'}")
     print(f"denoiser evaluations per sample: mean {ev['mean']:.1f} (min {ev['min']}, max {ev['max']}); "
           f"ideal for this config: {record['ideal_evaluations']}")
+    print(f"failed: {len(res.failed)} of {len(seeds)} samples (diverged {int(res.diverged.sum())}, "
+          f"out of steps {int(res.hit_max_steps.sum())}); sampling.json flags each")
     if res.failed:
         print(f"warning: {res.failure_message()}", file=sys.stderr)
+    if len(res.failed) == len(seeds):
+        print("error: every sample failed. A network that amplifies clean images (radial gain above 1, "
+              "gahb.sampling.diagnostics.radial_gain) makes samples grow without bound; train it longer, "
+              "with a decaying lr or with --loss-weight eps-small (docs/divergence.md)", file=sys.stderr)
+        return 1
     return 0

@@ -84,7 +84,9 @@ def _run(args) -> int:
     results = get_study(args.name).run(cfg, out, progress=not args.quiet, preset=args.preset)
     print(f"gahb study {args.name}: {len(results['claims'])} claims, wall time {results['wall_time_s']:.0f} s")
     for c in results["claims"]:
-        mark = {True: "PASS", False: "FAIL", None: "info"}[c["passed"]]
+        from gahb.studies.common import claim_status
+
+        mark = {"pass": "PASS", "fail": "FAIL", "info": "info", "invalid": "INVALID"}[claim_status(c)]
         print(f"  [{mark}] {c['name']}: measured {c['measured']} (paper: {c['paper']}; target: {c['target'] or '-'})")
     print(f"results: {out}/results.json")
     return 0

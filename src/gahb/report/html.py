@@ -121,10 +121,13 @@ def format_seconds(seconds: float | None) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {sec:02d} s"
 
 
-def badge(passed: bool | None) -> str:
-    if passed is None:
+def badge(passed: bool | None | str) -> str:
+    """The result cell: ``passed`` True/False/None, or a status string (``"invalid"``, ...)."""
+    if passed == "invalid":
+        return '<span class="badge fail">invalid</span>'
+    if passed is None or passed == "info":
         return '<span class="badge info">info</span>'
-    return '<span class="badge pass">pass</span>' if passed else '<span class="badge fail">FAIL</span>'
+    return '<span class="badge pass">pass</span>' if passed in (True, "pass") else '<span class="badge fail">FAIL</span>'
 
 
 def embed_png(path: str | os.PathLike) -> str | None:
@@ -152,21 +155,30 @@ def _claims_table(rows: list[tuple[str | None, dict]]) -> str:
         if with_section:
             cells += f'<td><a href="#{_anchor(sec)}">{_e(sec)}</a></td>'
         name = _e(c.get("name", ""))
+        if c.get("inputs") is not None:
+            name += (f'<div class="detail" style="color:var(--muted);font-size:0.88em">{c["failed"]} of '
+                     f'{c["inputs"]} inputs failed (left out)</div>')
         if c.get("detail"):
             name += f'<div class="detail" style="color:var(--muted);font-size:0.88em">{_e(c["detail"])}</div>'
         cells += (f"<td>{name}</td><td class='num'>{_e(format_value(c.get('paper')))}</td>"
                   f"<td class='num'>{_e(format_value(c.get('measured')))}</td>"
-                  f"<td>{_e(c.get('target') or chr(0x2014))}</td><td>{badge(c.get('passed'))}</td>")
+                  f"<td>{_e(c.get('target') or chr(0x2014))}</td><td>{badge(_status(c))}</td>")
         out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table>")
     return "".join(out)
 
 
 def _counts(claims: list[dict]) -> dict:
-    n = {"pass": 0, "fail": 0, "info": 0}
+    n = {"pass": 0, "fail": 0, "info": 0, "invalid": 0}
     for c in claims:
-        n["info" if c.get("passed") is None else "pass" if c["passed"] else "fail"] += 1
+        n[_status(c)] += 1
     return n
+
+
+def _status(c: dict) -> str:
+    from gahb.studies.common import claim_status
+
+    return claim_status(c)
 
 
 def _section_html(sec: dict) -> str:
@@ -264,17 +276,19 @@ def build_report(sections: list[dict], meta: dict) -> str:
         n = _counts((s.get("results") or {}).get("claims") or [])
         state = {"failed": "failed", "pending": "not run yet"}.get(s.get("status"), "not run") \
             if not s.get("results") else \
-            f"{n['pass']} pass, {n['fail']} fail, {n['info']} info"
+            f"{n['pass']} pass, {n['fail']} fail, {n['info']} info" + (f", {n['invalid']} invalid" if n["invalid"] else "")
         out.append(f'<li><a href="#{_anchor(s.get("section"))}">{_e(s.get("title") or s.get("section"))}</a> '
                    f'<span class="subtitle">({_e(state)})</span></li>')
     out.append("</ol></nav>")
     out.append("<h2>Summary: the paper's claims beside our measurements</h2>")
     out.append(f'<p class="counts"><span>{badge(True)} {counts["pass"]}</span>'
                f'<span>{badge(False)} {counts["fail"]}</span><span>{badge(None)} {counts["info"]}</span>'
+               + (f'<span>{badge("invalid")} {counts["invalid"]}</span>' if counts["invalid"] else "")
                + (f' <span class="badge fail">{len(failed)} section(s) without results: '
                   f'{_e(", ".join(map(str, failed)))}</span>' if failed else "") + "</p>")
     out.append('<p class="subtitle">"pass"/"FAIL" compares our measurement with the stated target; '
-               '"info" rows have no acceptance target and are shown for comparison only.</p>')
+               '"info" rows have no acceptance target and are shown for comparison only; "invalid" rows had '
+               'more than 10% of their inputs fail (samples that diverged) and are not judged.</p>')
     out.append(_claims_table(all_rows) if all_rows else "<p>(no claims: no section produced results)</p>")
     for s in sections:
         out.append(_section_html(s))

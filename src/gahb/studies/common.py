@@ -124,14 +124,36 @@ def command_line() -> str:
 
 
 # -- claims and results ----------------------------------------------------------------------------
+# A claim is not judged when more than this fraction of its inputs (samples that diverged or ran out
+# of steps) failed: it is reported as "invalid", neither pass nor fail.
+MAX_FAILED_FRACTION = 0.1
+
+
 def claim(name: str, paper: Any, measured: Any, passed: bool | None, target: str = "",
-          detail: str = "") -> dict:
+          detail: str = "", failed: int | None = None, inputs: int | None = None) -> dict:
     """One row of a study's claims table: the paper's statement beside our measurement.
 
     ``passed`` is None where the comparison is informative only (no acceptance target).
+    ``failed`` of ``inputs`` (e.g. samples that did not converge, left out of ``measured``) are
+    recorded with the row; above :data:`MAX_FAILED_FRACTION` the row is ``invalid``: ``passed`` is
+    None and ``status`` says why, whatever the measurement.
     """
-    return {"name": name, "paper": paper, "measured": measured, "target": target,
-            "passed": None if passed is None else bool(passed), "detail": detail}
+    row = {"name": name, "paper": paper, "measured": measured, "target": target,
+           "passed": None if passed is None else bool(passed), "detail": detail}
+    if inputs is not None:
+        failed = int(failed or 0)
+        row.update(inputs=int(inputs), failed=failed)
+        if inputs == 0 or failed > MAX_FAILED_FRACTION * inputs:
+            row.update(passed=None, invalid=True)
+    row["status"] = claim_status(row)
+    return row
+
+
+def claim_status(row: dict) -> str:
+    """``"pass"``, ``"fail"``, ``"info"`` or ``"invalid"`` (too many failed inputs) of a claim row."""
+    if row.get("invalid"):
+        return "invalid"
+    return "info" if row.get("passed") is None else "pass" if row["passed"] else "fail"
 
 
 def first_nonfinite(obj: Any, where: str = "numbers") -> str | None:

@@ -163,8 +163,8 @@ def _fmt_s(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {sec:02d} s"
 
 
-SCALE_FIELDS = ("dataset", "ns", "model", "size", "n_train", "epochs", "images_per_epoch", "alphas", "sigmas",
-                "method")
+SCALE_FIELDS = ("dataset", "ns", "model", "size", "n_train", "epochs", "steps", "images_per_epoch", "lr_halve_every",
+                "loss_weight", "alphas", "sigmas", "method")
 
 
 def describe_scale(cfg: dict) -> str:
@@ -377,9 +377,9 @@ def assemble(entries: list[dict], preset: str, out: Path, started: float, device
         for c in (e["results"] or {}).get("claims") or []:
             claims.append({"section": e["section"], **c,
                            "command": e["command"] or (e["results"] or {}).get("command")})
-    counts = {"pass": 0, "fail": 0, "info": 0}
+    counts = {"pass": 0, "fail": 0, "info": 0, "invalid": 0}
     for c in claims:
-        counts["info" if c["passed"] is None else "pass" if c["passed"] else "fail"] += 1
+        counts[common.claim_status(c)] += 1
     versions = {k: env[k] for k in ("gahb", "torch", "numpy", "python") if k in env}
     try:
         import matplotlib

@@ -43,10 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gahb.studies.common import begin, claim, config_to_dict, finish, train_or_reuse, training_seconds
+from gahb.studies._transition_claims import median, transition_claims
+from gahb.studies._transition_figures import _empirical_figure, _sample_grid_figure
+from gahb.studies.common import begin, config_to_dict, finish, train_or_reuse, training_seconds
 from gahb.studies.common import runs_dir as study_runs_dir
 
 NAME = "transition"
+# Results written before a field existed had this value (reproduce reuses them only if it matches).
+LEGACY_VALUES = {"loss_weight": "none"}
 GRID_PSNRS = tuple(float(p) for p in range(0, 43, 3))  # the paper's 0-42 dB axis (spec 6.1)
 
 
@@ -75,6 +79,12 @@ class Config:
     min_epochs: float = 0
     lr_halve_every: float = 2
     batch_size: int = 64
+    # Training loss weight (TrainConfig.loss_weight). "none" is the paper's loss (eq. 4). At a small
+    # budget it leaves networks amplifying clean images (radial gain above 1) and samples that
+    # approach such an image grow without bound; "eps-small" (1 + (0.1/sigma)^2) trains the small
+    # noise levels enough to prevent it, where "eps" (1/sigma^2) lost the N = 1 copies
+    # (docs/divergence.md).
+    loss_weight: str = "none"
     seed: int = 0
     input_psnrs: tuple = GRID_PSNRS
     curve_images: int = 256  # train and test images per denoising curve
@@ -114,9 +124,13 @@ PRESETS: dict[str, Config] = {
                    input_psnrs=(0.0, 12.0, 24.0), curve_images=8, n_samples=8, other_samplers=("fast",),
                    emp_images=4, emp_sigmas=(0.1, 0.5), grid_samples=4),
     # Minutes on a CPU: part of `gahb reproduce --preset quick`.
-    "quick": Config(ns=(1, 10, 1000, "max"), steps=200, images_per_epoch=2500, lr_halve_every=0,
-                    input_psnrs=tuple(float(p) for p in range(0, 43, 6)), curve_images=64, n_samples=64,
-                    other_samplers=(), emp_images=16, emp_sigmas=(0.05, 0.2, 0.5)),
+    # A variant since issue 15: the lr halved 4 times over the 200 steps (it was constant) and the
+    # eps-small loss weight (it was the paper's unweighted loss). Before, the networks of N = 1 (both
+    # sets) and of one N = 34,475 set amplified clean images (radial gain 1.05-1.13) and 64/64, 64/64
+    # and 29/64 of their samples diverged (docs/divergence.md).
+    "quick": Config(ns=(1, 10, 1000, "max"), steps=200, images_per_epoch=2500, lr_halve_every=1.25,
+                    loss_weight="eps-small", input_psnrs=tuple(float(p) for p in range(0, 43, 6)), curve_images=64,
+                    n_samples=64, other_samplers=(), emp_images=16, emp_sigmas=(0.05, 0.2, 0.5)),
     # The acceptance run: within 90 minutes on 2 CPU cores. Every network gets at least 1000 steps
     # and 4 passes over its images (the N = 34,475 pair: 2,155 steps), the lr halved at each
     # quarter of the run (1e-3 -> 1.25e-4). A fixed 1000 steps left that pair at 1.9 passes, and
@@ -162,7 +176,7 @@ def _train_config(cfg: Config, subset: str, n: int):
     steps, ipe = _budget(cfg, n)
     budget = {"steps": steps} if steps else {"epochs": cfg.epochs}
     return make_config(cfg.train_preset, model=cfg.model, **budget, images_per_epoch=ipe,
-                       lr_halve_every=cfg.lr_halve_every, batch_size=cfg.batch_size,
+                       lr_halve_every=cfg.lr_halve_every, batch_size=cfg.batch_size, loss_weight=cfg.loss_weight,
                        seed=cfg.seed + (0 if subset == "s1" else 1), device=cfg.device)
 
 
@@ -174,23 +188,23 @@ def _measure_config(cfg: Config, n: int) -> dict:
     d["steps"], d["images_per_epoch"] = _budget(cfg, n)
     if d.get("steps") is None:  # added later; keeps earlier caches valid
         d.pop("steps", None)
+    # Measurements before this counted samples that diverged; they are not reused.
+    d["failed_samples"] = "excluded"
     return d
 
 
 def _measure_n(cfg: Config, n: int, nets: dict, splits: dict, progress: bool) -> dict:
     """Every number of one N (both subsets); see the module docstring."""
-    import torch
-
-    from gahb.analysis.memorization import (denoising_curve, distance_to_empirical, memorization_summary,
-                                            nearest_train_cosine, paired_cosine, paired_psnr_gap, psnr_gap,
-                                            unpaired_gap_se)
+    from gahb.analysis.memorization import (denoising_curve, distance_to_empirical, nearest_train_cosine,
+                                            paired_psnr_gap, psnr_gap, unpaired_gap_se)
     from gahb.analysis.patches import classify_patches, patch_matches
     from gahb.sampling import sample
+    from gahb.sampling.diagnostics import saturation
 
     shape = tuple(splits["s1"].train.shape[1:])
     test = splits["s1"].test
     out: dict[str, Any] = {"n": n, "subsets": {}}
-    samples = {}
+    samples, status = {}, {}
     for subset in ("s1", "s2"):
         net, split = nets[subset], splits[subset]
         train_imgs = split.train[: cfg.curve_images]
@@ -203,8 +217,9 @@ def _measure_n(cfg: Config, n: int, nets: dict, splits: dict, progress: bool) ->
             "cross": denoising_curve(other, train_imgs, cfg.input_psnrs, seed=cfg.sample_seed, progress=progress),
         }
         res = sample(net, (cfg.n_samples,) + shape, cfg.sample_seed, cfg.sampler, progress=progress)
-        samples[subset] = res.samples
-        nt_val, nt_idx = nearest_train_cosine(res.samples, split.train, progress=progress)
+        samples[subset], status[subset] = res.samples, res.status
+        ok = res.converged  # failed samples never enter a statistic (they are counted instead)
+        nt_val, nt_idx = _aligned(ok, lambda: nearest_train_cosine(res.samples[ok], split.train, progress=progress))
         emp = {
             "train": distance_to_empirical(net, split.train, split.train[: cfg.emp_images], cfg.emp_sigmas,
                                            seed=cfg.sample_seed, progress=progress),
@@ -212,88 +227,76 @@ def _measure_n(cfg: Config, n: int, nets: dict, splits: dict, progress: bool) ->
                                           seed=cfg.sample_seed, progress=progress),
         }
         patch = cfg.patch if cfg.patch <= min(shape[1:]) else min(shape[1:])
-        pm = patch_matches(res.samples, split.train, patch=patch)
-        pc = classify_patches(pm).to_dict()
+        pc = classify_patches(patch_matches(res.samples[ok], split.train, patch=patch)).to_dict() if ok.any() \
+            else {"n": 0, "counts": {}, "fraction_copy": None, "fraction_collage": None, "mean_n_sources": None}
         out["subsets"][subset] = {
             "curves": curves,
             "psnr_gap_db": psnr_gap(curves["train"], curves["test"]),
             "psnr_gap_se_db": unpaired_gap_se(curves["train"], curves["test"]),
-            "nearest_train": [float(v) for v in nt_val],
-            "nearest_index": [int(i) for i in nt_idx],
+            "nearest_train": nt_val,  # per sample; None for a sample that failed
+            "nearest_index": nt_idx,
             "sampler_evaluations_mean": float(res.evaluations.double().mean()),
-            "sampler_failures": int(sum(s != "converged" for s in res.status)),
+            "sampler_failures": int((~ok).sum()),
+            "sampler_status": {k: res.status.count(k) for k in sorted(set(res.status))},
+            "saturation": {"converged_samples": saturation(res.samples[ok]) if ok.any() else None,
+                           "training_images": saturation(split.train[: cfg.n_samples])},
             "distance_to_empirical": emp,
             "patches": {k: pc[k] for k in ("n", "counts", "fraction_copy", "fraction_collage", "mean_n_sources")},
         }
     out["other_samplers"] = {}
     for name in cfg.other_samplers:
-        other = {s: sample(nets[s], (cfg.n_samples,) + shape, cfg.sample_seed, name, progress=progress).samples
+        other = {s: sample(nets[s], (cfg.n_samples,) + shape, cfg.sample_seed, name, progress=progress)
                  for s in ("s1", "s2")}
-        nt_other = torch.cat([nearest_train_cosine(other[s], splits[s].train)[0] for s in ("s1", "s2")])
-        out["other_samplers"][name] = memorization_summary(
-            paired=paired_cosine(other["s1"], other["s2"]), nearest_train=nt_other, n_train=n).to_dict()
-    pair = paired_cosine(samples["s1"], samples["s2"])
-    out["paired"] = [float(v) for v in pair]
-    nt_both = out["subsets"]["s1"]["nearest_train"] + out["subsets"]["s2"]["nearest_train"]
-    summary = memorization_summary(paired=pair, nearest_train=torch.tensor(nt_both, dtype=torch.float64), n_train=n)
-    out["summary"] = summary.to_dict()
+        nt_other = [v for s in ("s1", "s2") for v in _aligned(
+            other[s].converged, lambda s=s: nearest_train_cosine(other[s].samples[other[s].converged],
+                                                                 splits[s].train))[0]]
+        out["other_samplers"][name] = _fig2_summary(other["s1"].samples, other["s2"].samples, other["s1"].status,
+                                                    other["s2"].status, nt_other, n)
+    out.update(_fig2_summary(samples["s1"], samples["s2"], status["s1"], status["s2"],
+                             out["subsets"]["s1"]["nearest_train"] + out["subsets"]["s2"]["nearest_train"], n,
+                             keep_paired=True))
     sub = out["subsets"]
     out["psnr_gap_db"] = 0.5 * (sub["s1"]["psnr_gap_db"] + sub["s2"]["psnr_gap_db"])
     out["psnr_gap_se_db"] = 0.5 * (sub["s1"]["psnr_gap_se_db"] ** 2 + sub["s2"]["psnr_gap_se_db"] ** 2) ** 0.5
     out["psnr_gap_paired"] = paired_psnr_gap(sub["s1"]["curves"]["train"], sub["s1"]["curves"]["cross"],
                                              sub["s2"]["curves"]["train"], sub["s2"]["curves"]["cross"])
-    return out, samples
+    return out, samples, status
 
 
-def _sample_grid_figure(per_n_samples: dict, per_n_nearest: dict, path: Path, count: int) -> None:
-    """Rows per N: samples of f_S1, samples of f_S2 (same seeds), nearest S1 training images."""
+def _aligned(ok, search) -> tuple[list, list]:
+    """Per-sample nearest-training (cosine, index) lists with None where a sample failed; ``search``
+    runs the search over the converged samples only."""
+    vals, idx = [None] * len(ok), [None] * len(ok)
+    if ok.any():
+        v, i = search()
+        for j, a, b in zip(ok.nonzero().squeeze(1).tolist(), v.tolist(), i.tolist()):
+            vals[j], idx[j] = float(a), int(b)
+    return vals, idx
+
+
+def _fig2_summary(s1, s2, status1, status2, nearest, n: int, keep_paired: bool = False) -> dict:
+    """The paper's two Fig 2 measures from converged samples only, with what failed.
+
+    Paired cosines use the seeds where both networks' samples converged; nearest-training cosines
+    every converged sample of either network (``nearest``: per-sample values, None for a failure).
+    """
     import torch
 
-    from gahb.report.figures import pyplot, save_figure
-    from gahb.sampling.grid import make_grid
+    from gahb.analysis.memorization import paired_cosine, summarize_similarities
 
-    plt = pyplot()
-    ns = sorted(per_n_samples)
-    fig, axes = plt.subplots(len(ns), 1, figsize=(1.0 * count + 1.5, 3.2 * len(ns)), squeeze=False)
-    for ax, n in zip(axes[:, 0], ns):
-        s1, s2 = per_n_samples[n]["s1"][:count], per_n_samples[n]["s2"][:count]
-        near = per_n_nearest[n][:count]
-        grid = make_grid(torch.cat([s1, s2, near]).clamp(0, 1), nrow=count)
-        ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xticks([])
-        h = s1.shape[-2] + 2
-        ax.set_yticks([h / 2 + 1, 1.5 * h + 1, 2.5 * h + 1])
-        ax.set_yticklabels(["f_S1 sample", "f_S2 sample", "nearest in S1"], fontsize=8)
-        ax.set_title(f"N = {n}", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-
-
-def _empirical_figure(per_n: dict, path: Path) -> None:
-    from gahb.report.figures import pyplot, save_figure
-
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), sharey=True)
-    cmap = plt.get_cmap("viridis")
-    ns = sorted(per_n)
-    for i, n in enumerate(ns):
-        color = cmap(i / max(1, len(ns) - 1))
-        for ax, which in zip(axes, ("train", "test")):
-            d = per_n[n]["subsets"]["s1"]["distance_to_empirical"][which]
-            ax.plot(d["sigma"], [max(v, 1e-12) for v in d["distance"]], marker="o", ms=3, color=color,
-                    label=f"N = {n}")
-    for ax, which in zip(axes, ("train", "test")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("sigma")
-        ax.set_title(f"||f_net - f_emp||^2 / d on {which} images", fontsize=9)
-        ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("distance to the empirical denoiser")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
+    both = torch.tensor([a == "converged" and b == "converged" for a, b in zip(status1, status2)])
+    near = [v for v in nearest if v is not None]
+    pair = paired_cosine(s1[both], s2[both]) if both.any() else None
+    out = {"summary": {"n_train": n,
+                       "paired": None if pair is None else summarize_similarities(pair).to_dict(),
+                       "nearest_train": summarize_similarities(torch.tensor(near, dtype=torch.float64)).to_dict()
+                       if near else None},
+           "failures": {"pairs": len(status1), "pairs_failed": int((~both).sum()),
+                        "samples": len(nearest), "samples_failed": len(nearest) - len(near)}}
+    if keep_paired:
+        out["paired"] = [] if pair is None else [float(v) for v in pair]
+        return out
+    return {**out["summary"], "failures": out["failures"]}
 
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
@@ -319,6 +322,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
 
     per_n: dict[int, dict] = {}
     grid_samples: dict[int, dict] = {}
+    grid_status: dict[int, dict] = {}
     grid_nearest: dict[int, Any] = {}
     runs: dict[str, dict] = {}
     for i, n in enumerate(ns):
@@ -344,18 +348,22 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
 
             shape = (cfg.grid_samples,) + tuple(splits["s1"].train.shape[1:])
             with torch.no_grad():
-                grid_samples[n] = {s: sample(nets[s], shape, cfg.sample_seed, cfg.sampler, progress=False).samples
-                                   for s in ("s1", "s2")}
+                drawn = {s: sample(nets[s], shape, cfg.sample_seed, cfg.sampler, progress=False) for s in ("s1", "s2")}
+            grid_samples[n] = {s: r.samples for s, r in drawn.items()}
+            grid_status[n] = {s: r.status for s, r in drawn.items()}
         else:
             t_measure = time.perf_counter()
             with torch.no_grad():
-                numbers, samples = _measure_n(cfg, n, nets, splits, progress)
+                numbers, samples, status = _measure_n(cfg, n, nets, splits, progress)
             numbers["measure_seconds"] = round(time.perf_counter() - t_measure, 2)
             atomic_write_json(cache, {"key": measure_key, "numbers": numbers})
             per_n[n] = numbers
             grid_samples[n] = {s: v[: cfg.grid_samples] for s, v in samples.items()}
+            grid_status[n] = {s: v[: cfg.grid_samples] for s, v in status.items()}
         near_idx = per_n[n]["subsets"]["s1"]["nearest_index"][: cfg.grid_samples]
-        grid_nearest[n] = splits["s1"].train[torch.tensor(near_idx)]
+        # a failed sample has no nearest training image: a blank cell
+        grid_nearest[n] = torch.stack([splits["s1"].train[i] if i is not None else torch.zeros_like(splits["s1"].train[0])
+                                       for i in near_idx])
         watch.lap("measurement")
 
     # -- figures ---------------------------------------------------------------------------------
@@ -379,74 +387,40 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
                                              "denoised by its own network and by the network that never saw it) "
                                              "and the unpaired one (training images vs held-out test images)."))
     similarity_histograms_figure(
-        {n: {"paired": per_n[n]["paired"],
-             "nearest_train": per_n[n]["subsets"]["s1"]["nearest_train"] + per_n[n]["subsets"]["s2"]["nearest_train"]}
+        {n: {"paired": per_n[n]["paired"] or None,
+             "nearest_train": [v for s in ("s1", "s2") for v in per_n[n]["subsets"][s]["nearest_train"] if v is not None]
+             or None, "note": _failure_note(per_n[n]["failures"])}
          for n in ns},
         path=fig("cosine_histograms.png",
                  "Cosine similarity of paired samples (same seed, f_S1 vs f_S2; blue) and of each sample with "
-                 "its nearest image in its own training set (orange), per N (paper Fig 2)."))
+                 "its nearest image in its own training set (orange), per N (paper Fig 2). Samples that failed "
+                 "(sigma_t above the divergence bound, or out of steps) are left out; each panel says how many."))
     for name in cfg.other_samplers:
         from gahb.analysis.memorization import SimilaritySummary
 
-        def summ(d: dict) -> SimilaritySummary:
-            return SimilaritySummary(**{**d, "quartiles": tuple(d["quartiles"])})
+        def summ(d: dict | None) -> SimilaritySummary | None:
+            return None if d is None else SimilaritySummary(**{**d, "quartiles": tuple(d["quartiles"])})
 
         similarity_histograms_figure(
-            {n: {k: summ(per_n[n]["other_samplers"][name][k]) for k in ("paired", "nearest_train")} for n in ns},
+            {n: {**{k: summ(per_n[n]["other_samplers"][name][k]) for k in ("paired", "nearest_train")},
+                 "note": _failure_note(per_n[n]["other_samplers"][name]["failures"])} for n in ns},
             path=fig(f"cosine_histograms_{_slug(name)}.png",
                      f"As the cosine histograms above, with the '{name}' sampler on the same seeds."))
-    _sample_grid_figure(grid_samples, grid_nearest,
+    _sample_grid_figure(grid_samples, grid_nearest, grid_status,
                         fig("samples.png", "Per N: samples of f_S1, samples of f_S2 from the same seeds, and the "
-                                           "training image of S1 nearest to each f_S1 sample."),
-                        cfg.grid_samples)
+                                           "training image of S1 nearest to each f_S1 sample. Samples that failed "
+                                           "are framed in red (and have no nearest image); each row's title "
+                                           "counts the failures among all the samples of that N."),
+                        cfg.grid_samples,
+                        {n: f"N = {n}: " + ", ".join(f"{s.upper()} {per_n[n]['subsets'][s]['sampler_failures']} of "
+                                                     f"{cfg.n_samples} failed" for s in ("s1", "s2")) for n in ns})
     _empirical_figure(per_n, fig("distance_to_empirical.png",
                                  "Mean squared distance between f_S1 and the empirical (memorising) denoiser of "
                                  "S1 per sigma, on training and held-out images (spec 11.1)."))
     watch.lap("figures")
 
     # -- claims ----------------------------------------------------------------------------------
-    claims = []
-    small = [n for n in ns if n <= 10]
-    n_big = ns[-1]
-    # Both Fig 2 measures are judged with every sampler the study ran, the main one first: which
-    # sampler shows which side of the transition is part of the result (see the module docstring).
-    samplers = [cfg.sampler] + [s_ for s_ in cfg.other_samplers if s_ != cfg.sampler]
-
-    def fig2(n: int, name: str) -> dict:
-        return per_n[n]["summary"] if name == cfg.sampler else per_n[n]["other_samplers"][name]
-
-    for name in samplers:
-        for n in small:
-            med = fig2(n, name)["nearest_train"]["median"]
-            claims.append(claim(f"N = {n}, sampler '{name}': samples are copies of training images",
-                                "N <= 100 reproduces training images (Fig 2)", round(med, 4),
-                                med >= cfg.copy_threshold, f"median nearest-train cosine >= {cfg.copy_threshold}"))
-        pm, nm = fig2(n_big, name)["paired"]["median"], fig2(n_big, name)["nearest_train"]["median"]
-        claims.append(claim(f"N = {n_big}, sampler '{name}': the two networks generate the same samples, "
-                            "not training images",
-                            "at N = 1e5 paired samples are nearly identical and differ from training images (Fig 2)",
-                            {"paired_median": round(pm, 4), "nearest_train_median": round(nm, 4)}, pm > nm,
-                            "median paired cosine > median nearest-train cosine"))
-    # Judged on the paired estimate: the unpaired one carries the spread between two image sets
-    # (its standard error, reported beside it, exceeds the gap itself at large N).
-    gap_list = [paired_gaps[n] for n in ns]
-    decreasing = all(b < a for a, b in zip(gap_list, gap_list[1:]))
-    claims.append(claim("the train - test PSNR gap decreases as N grows",
-                        "gap falls towards 0 as N grows (Figs 1, 15)",
-                        {str(n): _pm(paired_gaps[n], per_n[n]["psnr_gap_paired"]["se_db"]) for n in ns},
-                        decreasing, "paired gap (dB, +- standard error) strictly decreasing in N"))
-    claims.append(claim("unpaired train - test gap (training images vs test images)",
-                        "the paper's Fig 15 measure",
-                        {str(n): _pm(gaps[n], per_n[n]["psnr_gap_se_db"]) for n in ns}, None,
-                        detail="dB, +- standard error from the per-image spread of the two image sets"))
-    paired_medians = [per_n[n]["summary"]["paired"]["median"] for n in ns]
-    claims.append(claim("paired-sample similarity rises with N", "blue histograms move towards 1 (Fig 2)",
-                        {str(n): round(v, 4) for n, v in zip(ns, paired_medians)}, None))
-    lo_sigma = [per_n[n]["subsets"]["s1"]["distance_to_empirical"]["test"]["distance"][0] for n in ns]
-    claims.append(claim("small-N networks track the empirical denoiser, large-N networks leave it",
-                        "memorising networks approximate f_emp (spec 11.1)",
-                        {str(n): float(f"{v:.3g}") for n, v in zip(ns, lo_sigma)}, None,
-                        detail=f"||f_net - f_emp||^2/d on held-out images at sigma = {cfg.emp_sigmas[0]}"))
+    claims = transition_claims(cfg, ns, per_n)
 
     numbers = {
         "ns": ns, "max_n": max_n, "pool_size": int(probe.info["pool_size"]),
@@ -455,8 +429,10 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         "psnr_gap_se_db": {_n_key(n): per_n[n]["psnr_gap_se_db"] for n in ns},
         "psnr_gap_paired_db": {_n_key(n): paired_gaps[n] for n in ns},
         "psnr_gap_paired_se_db": {_n_key(n): per_n[n]["psnr_gap_paired"]["se_db"] for n in ns},
-        "median_paired_cosine": {_n_key(n): per_n[n]["summary"]["paired"]["median"] for n in ns},
-        "median_nearest_train_cosine": {_n_key(n): per_n[n]["summary"]["nearest_train"]["median"] for n in ns},
+        "median_paired_cosine": {_n_key(n): median(per_n[n]["summary"]["paired"]) for n in ns},
+        "median_nearest_train_cosine": {_n_key(n): median(per_n[n]["summary"]["nearest_train"]) for n in ns},
+        "sampler_failures": {_n_key(n): {**per_n[n]["failures"], **{s: per_n[n]["subsets"][s]["sampler_status"]
+                                                                     for s in ("s1", "s2")}} for n in ns},
         "per_n": {_n_key(n): _trim(per_n[n]) for n in ns},
         "runs": runs,
         "timing_s": watch.stages,
@@ -472,8 +448,8 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _pm(value: float, se: float | None) -> str:
-    return f"{value:.3f}" if se is None else f"{value:.3f} +- {se:.3f}"
+def _failure_note(f: dict) -> str:
+    return f"{f['samples_failed']} of {f['samples']} samples failed (left out)" if f["samples_failed"] else ""
 
 
 def _compute_seconds(runs: dict, per_n: dict, ns: list[int]) -> dict:

@@ -1,0 +1,111 @@
+"""The transition study's claims (paper section 6, Figs 1, 2 and 15), judged from its per-N numbers.
+
+Every Fig 2 claim is judged on converged samples only; its row carries how many of its inputs
+failed, and a row with more than ``MAX_FAILED_FRACTION`` of them failed is "invalid"
+(:func:`gahb.studies.common.claim`).
+"""
+
+from __future__ import annotations
+
+from gahb.studies.common import claim
+
+# A trained network loses at most this fraction of its samples to the sampler's failure flags.
+MAX_NETWORK_FAILURES = 0.05
+
+
+def median(d: dict | None) -> float | None:
+    """The rounded median of a similarity summary (None when nothing converged)."""
+    return None if d is None else round(d["median"], 4)
+
+
+def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
+    """The claim rows of one transition study (``cfg``: its Config; ``per_n``: numbers per N)."""
+    claims = []
+    gaps = {n: per_n[n]["psnr_gap_db"] for n in ns}
+    paired_gaps = {n: per_n[n]["psnr_gap_paired"]["gap_db"] for n in ns}
+    small = [n for n in ns if n <= 10]
+    n_big = ns[-1]
+    # Both Fig 2 measures are judged with every sampler the study ran, the main one first: which
+    # sampler shows which side of the transition is part of the result (see the module docstring).
+    samplers = [cfg.sampler] + [s_ for s_ in cfg.other_samplers if s_ != cfg.sampler]
+
+    def fig2(n: int, name: str) -> dict:
+        if name == cfg.sampler:
+            return {**per_n[n]["summary"], "failures": per_n[n]["failures"]}
+        return per_n[n]["other_samplers"][name]
+
+    for name in samplers:
+        for n in small:
+            f2 = fig2(n, name)
+            med = median(f2["nearest_train"])
+            claims.append(claim(f"N = {n}, sampler '{name}': samples are copies of training images",
+                                "N <= 100 reproduces training images (Fig 2)", med,
+                                med is not None and med >= cfg.copy_threshold,
+                                f"median nearest-train cosine >= {cfg.copy_threshold}", "converged samples only",
+                                failed=f2["failures"]["samples_failed"], inputs=f2["failures"]["samples"]))
+        f2 = fig2(n_big, name)
+        pm, nm = median(f2["paired"]), median(f2["nearest_train"])
+        claims.append(claim(f"N = {n_big}, sampler '{name}': the two networks generate the same samples, "
+                            "not training images",
+                            "at N = 1e5 paired samples are nearly identical and differ from training images (Fig 2)",
+                            {"paired_median": pm, "nearest_train_median": nm}, pm is not None and nm is not None
+                            and pm > nm, "median paired cosine > median nearest-train cosine",
+                            "seeds where both networks' samples converged",
+                            failed=f2["failures"]["pairs_failed"], inputs=f2["failures"]["pairs"]))
+    # Judged on the paired estimate: the unpaired one carries the spread between two image sets
+    # (its standard error, reported beside it, exceeds the gap itself at large N).
+    gap_list = [paired_gaps[n] for n in ns]
+    decreasing = all(b < a for a, b in zip(gap_list, gap_list[1:]))
+    claims.append(claim("the train - test PSNR gap decreases as N grows",
+                        "gap falls towards 0 as N grows (Figs 1, 15)",
+                        {str(n): _pm(paired_gaps[n], per_n[n]["psnr_gap_paired"]["se_db"]) for n in ns},
+                        decreasing, "paired gap (dB, +- standard error) strictly decreasing in N"))
+    claims.append(claim("unpaired train - test gap (training images vs test images)",
+                        "the paper's Fig 15 measure",
+                        {str(n): _pm(gaps[n], per_n[n]["psnr_gap_se_db"]) for n in ns}, None,
+                        detail="dB, +- standard error from the per-image spread of the two image sets"))
+    claims.append(claim("paired-sample similarity rises with N", "blue histograms move towards 1 (Fig 2)",
+                        {str(n): median(per_n[n]["summary"]["paired"]) for n in ns}, None,
+                        "converged pairs only; failed pairs per N: " + ", ".join(
+                            f"{n}: {per_n[n]['failures']['pairs_failed']}/{per_n[n]['failures']['pairs']}"
+                            for n in ns)))
+    lo_sigma = [per_n[n]["subsets"]["s1"]["distance_to_empirical"]["test"]["distance"][0] for n in ns]
+    claims.append(claim("small-N networks track the empirical denoiser, large-N networks leave it",
+                        "memorising networks approximate f_emp (spec 11.1)",
+                        {str(n): float(f"{v:.3g}") for n, v in zip(ns, lo_sigma)}, None,
+                        detail=f"||f_net - f_emp||^2/d on held-out images at sigma = {cfg.emp_sigmas[0]}"))
+    claims.append(_failures_claim(cfg, ns, per_n))
+    claims.append(_saturation_claim(ns, per_n))
+    return claims
+
+
+def _failures_claim(cfg, ns: list[int], per_n: dict[int, dict]) -> dict:
+    """Samples that failed (diverged or ran out of steps) per network, against the 5% a trained
+    network may lose (a briefly trained one that amplifies clean images loses most of them)."""
+    failed = {n: [per_n[n]["subsets"][s]["sampler_failures"] for s in ("s1", "s2")] for n in ns}
+    worst = max(max(v) for v in failed.values()) / cfg.n_samples
+    return claim("samples that failed, per network (S1, S2)", "the sampler converges on a trained denoiser (App. A.2)",
+                 {f"N = {n}": f"{a}, {b} of {cfg.n_samples}" for n, (a, b) in failed.items()},
+                 worst <= MAX_NETWORK_FAILURES, f"at most {MAX_NETWORK_FAILURES:.0%} of each network's samples fail",
+                 f"sampler '{cfg.sampler}'; failed samples are left out of every row above")
+
+
+def _saturation_claim(ns: list[int], per_n: dict[int, dict]) -> dict:
+    """Fraction of white pixels (at 1) in the converged samples beside the training images'."""
+    rows = {}
+    for n in ns:
+        sats = [per_n[n]["subsets"][s].get("saturation") for s in ("s1", "s2")]
+        if None in sats:  # measured before saturation was recorded
+            continue
+        rows[f"N = {n}"] = ", ".join(
+            "-" if sat["converged_samples"] is None else
+            f"{100 * sat['converged_samples']['at_1']:.1f}% ({100 * sat['training_images']['at_1']:.1f}%)"
+            for sat in sats)
+    return claim("converged samples are not saturated: pixels at 1, S1 and S2 (training images)",
+                 "samples look like the training images (Fig 2)", rows, None,
+                 detail="fraction of pixels at 1 (within 0.001) of the converged samples, beside the same "
+                        "fraction of the network's training images; pixels at 0 are in results.json")
+
+
+def _pm(value: float, se: float | None) -> str:
+    return f"{value:.3f}" if se is None else f"{value:.3f} +- {se:.3f}"
