@@ -85,6 +85,9 @@ def register(subparsers) -> None:
                         "DDPM's noise-prediction loss; trains small noise as much as large) or eps-small "
                         "(error * (1 + (0.1 / sigma)^2): unweighted above sigma = 0.1, noise-prediction below; "
                         "keeps a briefly trained network from amplifying clean images, docs/divergence.md)")
+    o.add_argument("--bn-recalibration-batches", type=int, default=None, metavar="K",
+                   help="after the last step, recompute the BF-BN running statistics from K training batches "
+                        "with the weights frozen (0: off; docs/divergence.md)")
     o.add_argument("--seed", type=int, default=0, help="training seed (init, data order, noise)")
 
     e = p.add_argument_group("evaluation and checkpoints")
@@ -132,7 +135,7 @@ def build_config(args, channels: int | None = None):
         model["channels"] = channels
     over["model"] = ModelConfig.from_dict(model)
     for flag in ("epochs", "steps", "batch_size", "lr", "images_per_epoch", "lr_halve_every", "lr_halve_unit",
-                 "noise", "sigma_max", "loss_weight", "eval_images", "eval_sigmas", "eval_every", "eval_unit", "checkpoint_every"):
+                 "noise", "sigma_max", "loss_weight", "bn_recalibration_batches", "eval_images", "eval_sigmas", "eval_every", "eval_unit", "checkpoint_every"):
         if getattr(args, flag) is not None:
             over[flag] = getattr(args, flag)
     over.update(seed=args.seed, device=args.device, bf16=args.bf16, channels_last=args.channels_last,

@@ -47,6 +47,32 @@ def radial_gain(denoiser: nn.Module, images: torch.Tensor, sigma: float = 0.0, s
     return torch.cat(out)
 
 
+@torch.no_grad()
+def image_gain(denoiser: nn.Module, images: torch.Tensor, sigma: float, seed: int = 0, batch: int = 256) -> torch.Tensor:
+    """c(x, sigma) = <f(x + sigma z), x> / ||x||^2 per image (z from ``seed``), float64 (N,).
+
+    How much of the clean image's own component the denoiser returns from a noisy observation of
+    it: an optimal denoiser of one training image returns that image, c = 1 at every sigma. The
+    sampler's iterate carries such a component from its first step, and each step multiplies it by
+    about c(sigma_t): a network with c > 1 at the large noise levels where sampling starts brings
+    the iterate onto the image at several times its scale, where the residual is still above
+    sigma_final, and a radial gain g > 1 then grows it without bound. By homogeneity
+    c(a x, a sigma) = c(x, sigma): sigma is relative to the image as given.
+    """
+    require_eval_mode(denoiser, "measuring its gain")
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    g = torch.Generator().manual_seed(int(seed))
+    dev = next((p.device for p in denoiser.parameters()), torch.device("cpu")) if isinstance(denoiser, nn.Module) \
+        else torch.device("cpu")
+    out = []
+    for lo in range(0, images.shape[0], batch):
+        x = images[lo:lo + batch].float()
+        f = denoiser((x + sigma * torch.randn(x.shape, generator=g)).to(dev)).float().cpu()
+        out.append((f * x).flatten(1).sum(1).double() / (x * x).flatten(1).sum(1).double().clamp_min(1e-30))
+    return torch.cat(out)
+
+
 def saturation(images: torch.Tensor, tol: float = 1e-3) -> dict:
     """Fractions of pixels at or below 0 and at or above 1 (within ``tol``), over a batch of images."""
     x = images.detach().float()

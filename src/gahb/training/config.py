@@ -73,6 +73,10 @@ class TrainConfig:
     loss_weight: str = "none"
     loss_sigma_floor: float = 0.01
     loss_eps_sigma: float = 0.1
+    # After the last step: recompute every BF-BN running_sd from this many training batches (fresh
+    # noise, weights frozen), so that the eval-mode network is the one the final weights define
+    # (gahb.training.bn_stats; docs/divergence.md). 0: off, the running averages of training as they are.
+    bn_recalibration_batches: int = 0
     seed: int = 0  # model init, data order, training noise and evaluation noise all derive from it
     eval_images: int = 64  # fixed train and held-out images for the PSNR sweep
     eval_sigmas: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -121,6 +125,8 @@ class TrainConfig:
             raise ValueError(f"loss_weight must be one of {LOSS_WEIGHTS}, got {self.loss_weight!r}")
         if not (self.loss_sigma_floor > 0 and math.isfinite(self.loss_sigma_floor)):
             raise ValueError(f"loss_sigma_floor must be positive, got {self.loss_sigma_floor}")
+        if not (isinstance(self.bn_recalibration_batches, int) and self.bn_recalibration_batches >= 0):
+            raise ValueError(f"bn_recalibration_batches must be an integer >= 0, got {self.bn_recalibration_batches!r}")
         if not (self.loss_eps_sigma > 0 and math.isfinite(self.loss_eps_sigma)):
             raise ValueError(f"loss_eps_sigma must be positive, got {self.loss_eps_sigma}")
         if self.lr_halve_unit not in LR_UNITS:

@@ -397,6 +397,19 @@ class _Trainer:
             self.perm = None
         return b
 
+    def _recalibrate_bn(self) -> None:
+        """The final weights' BF-BN statistics (TrainConfig.bn_recalibration_batches). Its batches come
+        from a generator of their own (seed + 2**20), so the training streams and resume are unaffected;
+        a run killed before the final checkpoint redoes the last steps and this, identically."""
+        k = self.cfg.bn_recalibration_batches
+        if not k:
+            return
+        from gahb.training.bn_stats import recalibrate_bn
+
+        recalibrate_bn(self.model, self.train_cpu, batches=k, batch_size=self.cfg.batch_size, noise=self.cfg.noise,
+                       sigma_max=self.cfg.sigma_max, seed=self.cfg.seed + 2**20)
+        self.model.train()
+
     # ---- logging and checkpoints -----------------------------------------------------------
     def _global_acc(self) -> float:
         t = self.ctx.all_reduce_sum(self.acc_sum.detach().clone())
@@ -559,6 +572,7 @@ class _Trainer:
                 do_ckpt = do_eval or bool(cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
                 if end:
                     self.finished = True
+                    self._recalibrate_bn()
                 if do_eval:
                     if self.dev.type == "cuda":
                         torch.cuda.synchronize(self.dev)
