@@ -189,6 +189,6 @@ def run(args) -> int:
     if len(res.failed) == len(seeds):
         print("error: every sample failed. A network that amplifies clean images (radial gain above 1, "
               "gahb.sampling.diagnostics.radial_gain) makes samples grow without bound; train it longer, "
-              "with a decaying lr or with --loss-weight eps-small (docs/divergence.md)", file=sys.stderr)
+              "with a decaying lr and --loss-weight eps-small (docs/divergence.md)", file=sys.stderr)
         return 1
     return 0
