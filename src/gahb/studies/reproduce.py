@@ -90,7 +90,7 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         {s.name: "quick" for s in SECTIONS},
         "small networks (unet-small on Fashion-MNIST 28x28 at a few N up to the full half of the pool, "
-        "unet-tiny on small synthetic images), 5,000 to 16,000 training images seen per network, about 10 minutes "
+        "unet-tiny on small synthetic images), 5,000 to 16,000 training images seen per network, about 18 minutes "
         "on 2 CPU cores. The paper trains 7.6M-parameter UNets on 80x80 faces for 2.5x10^8 images: expect its "
         "trends, not its numbers.",
         expected_s={"transition": 480, "gahb": 15, "calpha": 100, "manifold": 25, "shuffled": 45, "published": 600}),

@@ -5,7 +5,7 @@ batch standard deviations seen during training. Those batches met the weights of
 steps, not the final ones: with a learning rate still large at the end of a short run the eval
 network is not the network training fitted. A denoiser whose eval-mode gains are off by a few
 percent can amplify the image it samples towards, and samples then diverge (docs/divergence.md:
-a 4% change of running_sd took one network from 31 of 32 failed samples to 0).
+recalibrated statistics took one network from 31 of 32 failed samples to 0).
 
 :func:`recalibrate_bn` replaces every ``running_sd`` by the plain mean of the batch standard
 deviations over training batches drawn as in training (images with fresh noise of the training
