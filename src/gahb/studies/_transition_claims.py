@@ -7,6 +7,7 @@ failed, and a row with more than ``MAX_FAILED_FRACTION`` of them failed is "inva
 
 from __future__ import annotations
 
+from gahb.analysis.uncertainty import decrease_to_zero
 from gahb.studies.common import claim
 
 # A trained network loses at most this fraction of its samples to the sampler's failure flags.
@@ -31,35 +32,71 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
 
     def fig2(n: int, name: str) -> dict:
         if name == cfg.sampler:
-            return {**per_n[n]["summary"], "failures": per_n[n]["failures"]}
+            return {**per_n[n]["summary"], "failures": per_n[n]["failures"], "copies": per_n[n].get("copies")}
         return per_n[n]["other_samplers"][name]
 
     for name in samplers:
         for n in small:
             f2 = fig2(n, name)
-            med = median(f2["nearest_train"])
-            claims.append(claim(f"N = {n}, sampler '{name}': samples are copies of training images",
-                                "N <= 100 reproduces training images (Fig 2)", med,
-                                med is not None and med >= cfg.copy_threshold,
-                                f"median nearest-train cosine >= {cfg.copy_threshold}", "converged samples only",
-                                failed=f2["failures"]["samples_failed"], inputs=f2["failures"]["samples"]))
+            inputs = {"failed": f2["failures"]["samples_failed"], "inputs": f2["failures"]["samples"]}
+            cp = f2.get("copies")
+            frac = None if cp is None else cp["samples"]["estimate"]
+            claims.append(claim(
+                f"N = {n}, sampler '{name}': samples are copies of training images",
+                "N <= 100 reproduces training images (Fig 2)",
+                None if cp is None else f"copy fraction {_iv(cp['samples'])}; held-out images "
+                f"{_iv(cp['held_out'])}, noisy training copies {_iv_list(cp['true_copies'])}",
+                None if frac is None else frac >= cfg.copy_fraction_min,
+                f"copy fraction (d1/d2 < {cfg.copy_ratio:.3g}) >= {cfg.copy_fraction_min}",
+                "calibrated copy test (gahb.analysis.copies); 95% bootstrap intervals; converged samples only",
+                **inputs))
+            claims.append(claim(
+                f"N = {n}, sampler '{name}': nearest-training cosine (the paper's measure)",
+                "Fig 2, orange", _med_iv(f2["nearest_train"]), None,
+                detail="not judged: new images of this dataset also lie near 0.95 (the reference row below)",
+                **inputs))
         f2 = fig2(n_big, name)
-        pm, nm = median(f2["paired"]), median(f2["nearest_train"])
-        claims.append(claim(f"N = {n_big}, sampler '{name}': the two networks generate the same samples, "
-                            "not training images",
-                            "at N = 1e5 paired samples are nearly identical and differ from training images (Fig 2)",
-                            {"paired_median": pm, "nearest_train_median": nm}, pm is not None and nm is not None
-                            and pm > nm, "median paired cosine > median nearest-train cosine",
-                            "seeds where both networks' samples converged",
-                            failed=f2["failures"]["pairs_failed"], inputs=f2["failures"]["pairs"]))
+        cp = f2.get("copies")
+        diff = None if cp is None else cp["minus_held_out"]
+        claims.append(claim(
+            f"N = {n_big}, sampler '{name}': samples are not copies of training images",
+            "at N = 1e5 samples differ from training images (Fig 2)",
+            None if cp is None else f"copy fraction {_iv(cp['samples'])} - held-out images' "
+            f"{_iv(cp['held_out'])} = {_iv(diff)}",
+            None if diff is None else diff["hi"] <= 0,
+            "upper end of the interval of (samples' - held-out images' copy fraction) <= 0",
+            "calibrated copy test; converged samples only",
+            failed=f2["failures"]["samples_failed"], inputs=f2["failures"]["samples"]))
+        pmn = f2.get("paired_minus_nearest")
+        claims.append(claim(
+            f"N = {n_big}, sampler '{name}': the two networks generate the same samples, closer to each other "
+            "than to their training images",
+            "at N = 1e5 paired samples are nearly identical and differ from training images (Fig 2)",
+            None if pmn is None else f"paired - nearest-training cosine {_iv(pmn)} (paired median "
+            f"{median(f2['paired'])}, nearest median {median(f2['nearest_train'])})",
+            None if pmn is None else pmn["lo"] > 0,
+            "95% interval of the mean paired difference above 0",
+            "per seed where both networks' samples converged: paired cosine minus its samples' mean "
+            "nearest-training cosine",
+            failed=f2["failures"]["pairs_failed"], inputs=f2["failures"]["pairs"]))
+    ref = per_n[n_big].get("train_cross_reference")
+    if ref is not None:
+        claims.append(claim(
+            f"reference: an S1 training image against its nearest S2 training image (N = {n_big})",
+            "how similar two different real images of the dataset are",
+            f"median cosine {_iv(ref)}", None,
+            detail="the cosine a new image has to the nearest image of a large training set"))
     # Judged on the paired estimate: the unpaired one carries the spread between two image sets
     # (its standard error, reported beside it, exceeds the gap itself at large N).
-    gap_list = [paired_gaps[n] for n in ns]
-    decreasing = all(b < a for a, b in zip(gap_list, gap_list[1:]))
-    claims.append(claim("the train - test PSNR gap decreases as N grows",
+    ses = [per_n[n]["psnr_gap_paired"]["se_db"] for n in ns]
+    k = decrease_to_zero([paired_gaps[n] for n in ns], ses)
+    claims.append(claim("the train - test PSNR gap decreases as N grows, to zero",
                         "gap falls towards 0 as N grows (Figs 1, 15)",
-                        {str(n): _pm(paired_gaps[n], per_n[n]["psnr_gap_paired"]["se_db"]) for n in ns},
-                        decreasing, "paired gap (dB, +- standard error) strictly decreasing in N"))
+                        ", ".join(f"N = {n}: {_pm(paired_gaps[n], se)} dB" for n, se in zip(ns, ses))
+                        + ("" if k is None else f"; falls up to N = {ns[k]}"),
+                        k is not None,
+                        "each step down by more than 2 standard errors up to some N, within 2 standard "
+                        "errors of 0 beyond it", "paired gap (own network - other network on the same images)"))
     claims.append(claim("unpaired train - test gap (training images vs test images)",
                         "the paper's Fig 15 measure",
                         {str(n): _pm(gaps[n], per_n[n]["psnr_gap_se_db"]) for n in ns}, None,
@@ -105,6 +142,23 @@ def _saturation_claim(ns: list[int], per_n: dict[int, dict]) -> dict:
                  "samples look like the training images (Fig 2)", rows, None,
                  detail="fraction of pixels at 1 (within 0.001) of the converged samples, beside the same "
                         "fraction of the network's training images; pixels at 0 are in results.json")
+
+
+def _iv(d: dict | None) -> str:
+    """'0.95 [0.91, 0.98]' from an Interval dict."""
+    return "-" if d is None else f"{d['estimate']:.3g} [{d['lo']:.3g}, {d['hi']:.3g}]"
+
+
+def _iv_list(ds: list[dict]) -> str:
+    return ", ".join(_iv(d) for d in ds)
+
+
+def _med_iv(d: dict | None) -> str:
+    """A similarity summary as 'median 0.95 (quartiles 0.93-0.97)'."""
+    if d is None:
+        return "-"
+    q = d.get("quartiles") or (None, None, None)
+    return f"median {d['median']:.3g}" + ("" if q[0] is None else f" (quartiles {q[0]:.3g}-{q[-1]:.3g})")
 
 
 def _pm(value: float, se: float | None) -> str:

@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from gahb.studies._transition_claims import median, transition_claims
+from gahb.studies._transition_measures import (_aligned, _copies, _copy_summary, _fig2_summary, _other_ratio,
+                                               _train_cross_reference)
 from gahb.studies._transition_figures import _empirical_figure, _sample_grid_figure
 from gahb.studies.common import begin, config_to_dict, finish, train_or_reuse, training_seconds
 from gahb.studies.common import runs_dir as study_runs_dir
@@ -100,7 +102,13 @@ class Config:
     emp_sigmas: tuple = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
     patch: int = 14
     grid_samples: int = 8  # samples per N shown in the sample grid
-    copy_threshold: float = 0.95
+    copy_threshold: float = 0.95  # the paper-style cosine measure, reported beside the calibrated one
+    # The calibrated copy test (gahb.analysis.copies): a sample is a copy when d1/d2 < copy_ratio.
+    # Targets, set before results were read: N <= 10 gives at least copy_fraction_min copies; at the
+    # largest N the samples are no more often copies than held-out images (interval's upper bound <= 0).
+    copy_ratio: float = 1 / 3
+    copy_fraction_min: float = 0.9
+    reference_images: int = 256  # held-out images and noisy training copies calibrating the copy test
     runs_dir: str | None = None  # default: OUT/runs
     device: str = "cpu"
     threads: int | None = None
@@ -114,6 +122,10 @@ class Config:
         for name in ("curve_images", "n_samples", "emp_images", "grid_samples", "epochs", "images_per_epoch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.reference_images < 1:
+            raise ValueError("reference_images must be >= 1")
+        if not 0 < self.copy_ratio < 1:
+            raise ValueError(f"copy_ratio must lie in (0, 1), got {self.copy_ratio}")
         if not self.min_epochs >= 0:
             raise ValueError(f"min_epochs must be >= 0, got {self.min_epochs}")
         if self.grid_samples > self.n_samples:
@@ -124,7 +136,7 @@ PRESETS: dict[str, Config] = {
     # Seconds: the test suite. Tiny net, three sizes on the built-in pool.
     "test": Config(ns=(1, 4, 16), model="unet-tiny", epochs=1, images_per_epoch=64, batch_size=16,
                    input_psnrs=(0.0, 12.0, 24.0), curve_images=8, n_samples=8, other_samplers=("fast",),
-                   emp_images=4, emp_sigmas=(0.1, 0.5), grid_samples=4),
+                   emp_images=4, emp_sigmas=(0.1, 0.5), grid_samples=4, reference_images=8),
     # Minutes on a CPU: part of `gahb reproduce --preset quick`.
     # A variant since issue 15: the lr halved 4 times over the 200 steps (it was constant) and the
     # eps-small loss weight (it was the paper's unweighted loss). Before, the networks of N = 1 (both
@@ -230,6 +242,7 @@ def _measure_n(cfg: Config, n: int, nets: dict, splits: dict, progress: bool) ->
             "test": distance_to_empirical(net, split.train, test[: cfg.emp_images], cfg.emp_sigmas,
                                           seed=cfg.sample_seed, progress=progress),
         }
+        copies = _copies(cfg, res.samples[ok], split.train, test[: cfg.reference_images])
         patch = cfg.patch if cfg.patch <= min(shape[1:]) else min(shape[1:])
         pc = classify_patches(patch_matches(res.samples[ok], split.train, patch=patch)).to_dict() if ok.any() \
             else {"n": 0, "counts": {}, "fraction_copy": None, "fraction_collage": None, "mean_n_sources": None}
@@ -245,6 +258,7 @@ def _measure_n(cfg: Config, n: int, nets: dict, splits: dict, progress: bool) ->
             "saturation": {"converged_samples": saturation(res.samples[ok]) if ok.any() else None,
                            "training_images": saturation(split.train[: cfg.n_samples])},
             "distance_to_empirical": emp,
+            "copies": copies,
             "patches": {k: pc[k] for k in ("n", "counts", "fraction_copy", "fraction_collage", "mean_n_sources")},
         }
     out["other_samplers"] = {}
@@ -256,51 +270,23 @@ def _measure_n(cfg: Config, n: int, nets: dict, splits: dict, progress: bool) ->
                                                                  splits[s].train))[0]]
         out["other_samplers"][name] = _fig2_summary(other["s1"].samples, other["s2"].samples, other["s1"].status,
                                                     other["s2"].status, nt_other, n)
+        # the copy test of these samples, calibrated by the same held-out images as the main sampler's
+        out["other_samplers"][name]["copies"] = _copy_summary(cfg, [
+            {"copies": {**out["subsets"][s]["copies"], "ratio": _other_ratio(other[s], splits[s].train,
+                                                                            out["subsets"][s]["copies"])}}
+            for s in ("s1", "s2")])
     out.update(_fig2_summary(samples["s1"], samples["s2"], status["s1"], status["s2"],
                              out["subsets"]["s1"]["nearest_train"] + out["subsets"]["s2"]["nearest_train"], n,
                              keep_paired=True))
     sub = out["subsets"]
+    out["copies"] = _copy_summary(cfg, [sub["s1"], sub["s2"]])
+    out["train_cross_reference"] = _train_cross_reference(splits["s1"].train, splits["s2"].train,
+                                                          cfg.reference_images, seed=cfg.sample_seed)
     out["psnr_gap_db"] = 0.5 * (sub["s1"]["psnr_gap_db"] + sub["s2"]["psnr_gap_db"])
     out["psnr_gap_se_db"] = 0.5 * (sub["s1"]["psnr_gap_se_db"] ** 2 + sub["s2"]["psnr_gap_se_db"] ** 2) ** 0.5
     out["psnr_gap_paired"] = paired_psnr_gap(sub["s1"]["curves"]["train"], sub["s1"]["curves"]["cross"],
                                              sub["s2"]["curves"]["train"], sub["s2"]["curves"]["cross"])
     return out, samples, status
-
-
-def _aligned(ok, search) -> tuple[list, list]:
-    """Per-sample nearest-training (cosine, index) lists with None where a sample failed; ``search``
-    runs the search over the converged samples only."""
-    vals, idx = [None] * len(ok), [None] * len(ok)
-    if ok.any():
-        v, i = search()
-        for j, a, b in zip(ok.nonzero().squeeze(1).tolist(), v.tolist(), i.tolist()):
-            vals[j], idx[j] = float(a), int(b)
-    return vals, idx
-
-
-def _fig2_summary(s1, s2, status1, status2, nearest, n: int, keep_paired: bool = False) -> dict:
-    """The paper's two Fig 2 measures from converged samples only, with what failed.
-
-    Paired cosines use the seeds where both networks' samples converged; nearest-training cosines
-    every converged sample of either network (``nearest``: per-sample values, None for a failure).
-    """
-    import torch
-
-    from gahb.analysis.memorization import paired_cosine, summarize_similarities
-
-    both = torch.tensor([a == "converged" and b == "converged" for a, b in zip(status1, status2)])
-    near = [v for v in nearest if v is not None]
-    pair = paired_cosine(s1[both], s2[both]) if both.any() else None
-    out = {"summary": {"n_train": n,
-                       "paired": None if pair is None else summarize_similarities(pair).to_dict(),
-                       "nearest_train": summarize_similarities(torch.tensor(near, dtype=torch.float64)).to_dict()
-                       if near else None},
-           "failures": {"pairs": len(status1), "pairs_failed": int((~both).sum()),
-                        "samples": len(nearest), "samples_failed": len(nearest) - len(near)}}
-    if keep_paired:
-        out["paired"] = [] if pair is None else [float(v) for v in pair]
-        return out
-    return {**out["summary"], "failures": out["failures"]}
 
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
@@ -474,5 +460,7 @@ def _trim(per_n: dict) -> dict:
     d["subsets"] = {s: {k: v for k, v in sub.items() if k not in ("nearest_train", "nearest_index")}
                     for s, sub in per_n["subsets"].items()}
     for sub in d["subsets"].values():  # per-image values stay in the per-N cache
+        if "copies" in sub:
+            sub["copies"] = {k: v for k, v in sub["copies"].items() if k not in ("ratio", "held_out_ratio")}
         sub["curves"] = {k: {f: x for f, x in c.items() if f != "image_mean_psnr"} for k, c in sub["curves"].items()}
     return d

@@ -1,0 +1,105 @@
+"""Sample-based measures of the transition study (paper section 6.2, Fig 2), from converged samples only.
+
+* :func:`_fig2_summary`: the paired cosine and the nearest-training cosine, and the paired
+  difference "paired cosine - nearest-training cosine" with its bootstrap interval (the two
+  networks make the same sample, closer to each other than to any training image);
+* :func:`_copies`: the calibrated copy test of :mod:`gahb.analysis.copies` per network;
+* :func:`_train_cross_reference`: how similar an S1 training image is to its nearest S2 image, the
+  reference for what "the same image" means between two training sets.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gahb.analysis.copies import copy_fraction, copy_references, copy_ratio
+from gahb.analysis.uncertainty import bootstrap_interval, paired_difference_interval
+
+
+def _median(v: torch.Tensor) -> torch.Tensor:
+    return v.median(-1).values
+
+
+def _aligned(ok, search) -> tuple[list, list]:
+    """Per-sample nearest-training (cosine, index) lists with None where a sample failed; ``search``
+    runs the search over the converged samples only."""
+    vals, idx = [None] * len(ok), [None] * len(ok)
+    if ok.any():
+        v, i = search()
+        for j, a, b in zip(ok.nonzero().squeeze(1).tolist(), v.tolist(), i.tolist()):
+            vals[j], idx[j] = float(a), int(b)
+    return vals, idx
+
+
+def _fig2_summary(s1, s2, status1, status2, nearest, n: int, keep_paired: bool = False) -> dict:
+    """The paper's two Fig 2 measures from converged samples only, with what failed.
+
+    Paired cosines use the seeds where both networks' samples converged; nearest-training cosines
+    every converged sample of either network (``nearest``: per-sample values, the S1 samples then
+    the S2 samples, None for a failure). ``paired_minus_nearest``: per seed where both converged,
+    the paired cosine minus the mean of its two samples' nearest-training cosines, averaged, with
+    its bootstrap interval over seeds.
+    """
+    from gahb.analysis.memorization import paired_cosine, summarize_similarities
+
+    both = torch.tensor([a == "converged" and b == "converged" for a, b in zip(status1, status2)])
+    near = [v for v in nearest if v is not None]
+    pair = paired_cosine(s1[both], s2[both]) if both.any() else None
+    out = {"summary": {"n_train": n,
+                       "paired": None if pair is None else summarize_similarities(pair).to_dict(),
+                       "nearest_train": summarize_similarities(torch.tensor(near, dtype=torch.float64)).to_dict()
+                       if near else None},
+           "failures": {"pairs": len(status1), "pairs_failed": int((~both).sum()),
+                        "samples": len(nearest), "samples_failed": len(nearest) - len(near)}}
+    if pair is not None:
+        b = len(status1)
+        own = torch.tensor([(nearest[i] + nearest[b + i]) / 2 for i in both.nonzero().squeeze(1).tolist()],
+                           dtype=torch.float64)
+        out["summary"]["paired_minus_nearest"] = paired_difference_interval(pair, own).to_dict()
+    else:
+        out["summary"]["paired_minus_nearest"] = None
+    if keep_paired:
+        out["paired"] = [] if pair is None else [float(v) for v in pair]
+        return out
+    return {**out["summary"], "failures": out["failures"]}
+
+
+def _copies(cfg, samples: torch.Tensor, train, held_out: torch.Tensor) -> dict:
+    """One network's copy test: the distance ratio of each converged sample and of the calibration
+    sets (per-sample lists stay in the per-N cache; results.json keeps the summaries)."""
+    refs = copy_references(train, held_out, copies=cfg.reference_images, seed=cfg.sample_seed)
+    ratio = copy_ratio(samples, train, reference=refs.reference_distance).tolist() if len(samples) else []
+    return {"ratio": ratio, "held_out_ratio": refs.held_out_ratio.tolist(),
+            "calibration": refs.summary(cfg.copy_ratio, seed=cfg.sample_seed)}
+
+
+def _other_ratio(res, train, copies: dict) -> list[float]:
+    """Distance ratios of another sampler's converged samples (``res``: a sampling result), with
+    the reference distance of the main sampler's calibration (``copies``)."""
+    ok = res.converged
+    if not ok.any():
+        return []
+    return copy_ratio(res.samples[ok], train, reference=copies["calibration"]["reference_distance"]).tolist()
+
+
+def _copy_summary(cfg, subsets: list[dict]) -> dict | None:
+    """The copy fraction of the converged samples of both networks of one N, with its interval, and
+    its difference to the held-out images' (each measured against its own network's set)."""
+    ratio = [r for s in subsets for r in s["copies"]["ratio"]]
+    held = [r for s in subsets for r in s["copies"]["held_out_ratio"]]
+    if not ratio:
+        return None
+    cf = copy_fraction(ratio, held, cfg.copy_ratio, seed=cfg.sample_seed)
+    return {"samples": cf["fraction"].to_dict(), "minus_held_out": cf["minus_held_out"].to_dict(),
+            "held_out": copy_fraction(held, held, cfg.copy_ratio, seed=cfg.sample_seed)["fraction"].to_dict(),
+            "true_copies": [s["copies"]["calibration"]["true_copies"] for s in subsets]}
+
+
+def _train_cross_reference(train_1, train_2, images: int, seed: int = 0) -> dict:
+    """Cosine of S1 training images (the first ``images``) to their nearest S2 training image:
+    median with its bootstrap interval (Fig 2's reference: two different real images' similarity)."""
+    from gahb.analysis.memorization import nearest_train_cosine
+
+    q = torch.as_tensor(train_1[: images])
+    v, _ = nearest_train_cosine(q, train_2)
+    return bootstrap_interval(v, _median, seed=seed).to_dict()
