@@ -103,10 +103,15 @@ def format_value(value: Any, max_items: int = 8) -> str:
         items = [format_value(v, max_items) for v in value[:max_items]]
         more = f", \u2026 ({len(value)} values)" if len(value) > max_items else ""
         return "[" + ", ".join(items) + more + "]"
-    if isinstance(value, dict):
-        items = [f"{k}: {format_value(v, max_items)}" for k, v in list(value.items())[:max_items]]
-        more = ", \u2026" if len(value) > max_items else ""
-        return "{" + ", ".join(items) + more + "}"
+    if isinstance(value, dict):  # "k: v; k: v", nested as "k: (a: 1, b: 2)": no Python syntax for a reader
+        items = []
+        for k, v in list(value.items())[:max_items]:
+            inner = format_value(v, max_items)
+            if isinstance(v, dict):
+                inner = "(" + inner.replace("; ", ", ") + ")"
+            items.append(f"{k}: {inner}")
+        more = "; \u2026" if len(value) > max_items else ""
+        return "; ".join(items) + more
     return str(value)
 
 
@@ -162,10 +167,25 @@ def _claims_table(rows: list[tuple[str | None, dict]]) -> str:
             name += f'<div class="detail" style="color:var(--muted);font-size:0.88em">{_e(c["detail"])}</div>'
         cells += (f"<td>{name}</td><td class='num'>{_e(format_value(c.get('paper')))}</td>"
                   f"<td class='num'>{_e(format_value(c.get('measured')))}</td>"
-                  f"<td>{_e(c.get('target') or chr(0x2014))}</td><td>{badge(_status(c))}</td>")
+                  f"<td>{_e(c.get('target') or chr(0x2014))}{_reference(c)}</td><td>{badge(_status(c))}{_why(c)}</td>")
         out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table>")
     return "".join(out)
+
+
+def _reference(c: dict) -> str:
+    ref = c.get("reference")
+    return f'<div class="detail" style="color:var(--muted);font-size:0.85em">compared with: {_e(ref)}</div>' if ref else ""
+
+
+def _why(c: dict) -> str:
+    """The one line under a FAIL or invalid badge that says why."""
+    why = c.get("why")
+    if not why and c.get("invalid"):
+        why = f"{c.get('failed')} of {c.get('inputs')} inputs failed"
+    if not why or _status(c) not in ("fail", "invalid"):
+        return ""
+    return f'<div class="detail" style="color:var(--muted);font-size:0.85em">{_e(why)}</div>'
 
 
 def _counts(claims: list[dict]) -> dict:

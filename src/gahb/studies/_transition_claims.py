@@ -49,6 +49,8 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
                 None if frac is None else frac >= cfg.copy_fraction_min,
                 f"copy fraction (d1/d2 < {cfg.copy_ratio:.3g}) >= {cfg.copy_fraction_min}",
                 "calibrated copy test (gahb.analysis.copies); 95% bootstrap intervals; converged samples only",
+                why="" if frac is None else f"only {frac:.0%} of the samples are copies",
+                reference="held-out images (new) and training images + noise 0.02 (copies), same test",
                 **inputs))
             claims.append(claim(
                 f"N = {n}, sampler '{name}': nearest-training cosine (the paper's measure)",
@@ -66,6 +68,8 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
             None if diff is None else diff["hi"] <= 0,
             "upper end of the interval of (samples' - held-out images' copy fraction) <= 0",
             "calibrated copy test; converged samples only",
+            why="" if diff is None else f"samples are copies more often than held-out images (up to {diff['hi']:+.2f})",
+            reference="held-out images against the same training sets",
             failed=f2["failures"]["samples_failed"], inputs=f2["failures"]["samples"]))
         pmn = f2.get("paired_minus_nearest")
         claims.append(claim(
@@ -78,6 +82,9 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
             "95% interval of the mean paired difference above 0",
             "per seed where both networks' samples converged: paired cosine minus its samples' mean "
             "nearest-training cosine",
+            why="" if pmn is None else f"the paired samples are not closer to each other than to training images "
+                                        f"(interval from {pmn['lo']:+.3f})",
+            reference="each sample's nearest training image (and the S1-S2 training reference row)",
             failed=f2["failures"]["pairs_failed"], inputs=f2["failures"]["pairs"]))
     ref = per_n[n_big].get("train_cross_reference")
     if ref is not None:
@@ -96,7 +103,9 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
                         + ("" if k is None else f"; falls up to N = {ns[k]}"),
                         k is not None,
                         "each step down by more than 2 standard errors up to some N, within 2 standard "
-                        "errors of 0 beyond it", "paired gap (own network - other network on the same images)"))
+                        "errors of 0 beyond it", "paired gap (own network - other network on the same images)",
+                        why="no step of N lowers the gap by 2 standard errors with the gap at 0 beyond it",
+                        reference="zero gap, within 2 standard errors"))
     claims.append(claim("unpaired train - test gap (training images vs test images)",
                         "the paper's Fig 15 measure",
                         {str(n): _pm(gaps[n], per_n[n]["psnr_gap_se_db"]) for n in ns}, None,

@@ -130,16 +130,23 @@ MAX_FAILED_FRACTION = 0.1
 
 
 def claim(name: str, paper: Any, measured: Any, passed: bool | None, target: str = "",
-          detail: str = "", failed: int | None = None, inputs: int | None = None) -> dict:
+          detail: str = "", failed: int | None = None, inputs: int | None = None, why: str = "",
+          reference: str = "") -> dict:
     """One row of a study's claims table: the paper's statement beside our measurement.
 
     ``passed`` is None where the comparison is informative only (no acceptance target).
+    ``why``: one line saying why the row fails (shown under its FAIL badge); ``reference``: what
+    the measurement is compared with (a calibration set, a published network).
     ``failed`` of ``inputs`` (e.g. samples that did not converge, left out of ``measured``) are
     recorded with the row; above :data:`MAX_FAILED_FRACTION` the row is ``invalid``: ``passed`` is
     None and ``status`` says why, whatever the measurement.
     """
     row = {"name": name, "paper": paper, "measured": measured, "target": target,
            "passed": None if passed is None else bool(passed), "detail": detail}
+    if why:
+        row["why"] = why
+    if reference:
+        row["reference"] = reference
     if inputs is not None:
         failed = int(failed or 0)
         row.update(inputs=int(inputs), failed=failed)
