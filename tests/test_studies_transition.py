@@ -89,3 +89,16 @@ def test_min_epochs_raises_large_n_budgets_and_keeps_small_n_measurements():
     assert _measure_config(cfg, 10_000) == _measure_config(plain, 10_000)
     assert _measure_config(cfg, 34_475) != _measure_config(plain, 34_475)
     assert _budget(Config(), 34_475) == (None, Config().images_per_epoch)  # tiled epochs: untouched
+
+
+def test_the_claims_are_a_function_of_results_json_alone(tmp_path):
+    """Re-judging a finished study from its results.json gives the claims the run wrote."""
+    import json
+
+    from gahb.studies import get_config
+    from gahb.studies._transition_claims import judge
+    from gahb.studies.transition import run
+
+    res = run(get_config("transition", "test"), tmp_path, progress=False, preset="test")
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert judge(stored) == res["claims"]

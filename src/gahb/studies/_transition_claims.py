@@ -8,7 +8,7 @@ failed, and a row with more than ``MAX_FAILED_FRACTION`` of them failed is "inva
 from __future__ import annotations
 
 from gahb.analysis.uncertainty import decrease_to_zero
-from gahb.studies.common import claim
+from gahb.studies.common import claim, label_variant
 
 # A trained network loses at most this fraction of its samples to the sampler's failure flags.
 MAX_NETWORK_FAILURES = 0.05
@@ -17,6 +17,17 @@ MAX_NETWORK_FAILURES = 0.05
 def median(d: dict | None) -> float | None:
     """The rounded median of a similarity summary (None when nothing converged)."""
     return None if d is None else round(d["median"], 4)
+
+
+def judge(results: dict) -> list[dict]:
+    """The claims of a transition study from its ``results.json`` alone (re-judging without re-running)."""
+    from gahb.studies.transition import Config
+
+    fields = set(Config.__dataclass_fields__)
+    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items() if k in fields})
+    numbers = results["numbers"]
+    per_n = {int(k): v for k, v in numbers["per_n"].items()}
+    return label_variant(transition_claims(cfg, [int(n) for n in numbers["ns"]], per_n), results["config"])
 
 
 def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:

@@ -163,6 +163,28 @@ def claim_status(row: dict) -> str:
     return "info" if row.get("passed") is None else "pass" if row["passed"] else "fail"
 
 
+# Departures from the paper's training recipe (eq. 4 loss, sigma in [0, 1]) that label a study's rows as
+# a variant: field -> the paper's value.
+PAPER_RECIPE = {"loss_weight": "none", "sigma_max": 1.0, "bn_recalibration_batches": 0}
+
+
+def recipe_variant(config) -> str:
+    """'' for the paper's recipe, else e.g. 'loss weight eps, sigma_max 0.4' (see :data:`PAPER_RECIPE`)."""
+    d = config_to_dict(config) if not isinstance(config, dict) else config
+    parts = [f"{k.replace('_', ' ')} {d[k]}" for k, paper in PAPER_RECIPE.items()
+             if k in d and d[k] is not None and d[k] != paper]
+    return ", ".join(parts)
+
+
+def label_variant(claims: list[dict], config) -> list[dict]:
+    """The claims with ' [variant: ...]' after each name when ``config`` departs from the paper's recipe."""
+    variant = recipe_variant(config)
+    if not variant:
+        return claims
+    return [c if c.get("variant") else {**c, "name": f"{c['name']} [variant: {variant}]", "variant": variant}
+            for c in claims]
+
+
 def first_nonfinite(obj: Any, where: str = "numbers") -> str | None:
     """The path of the first NaN/inf float inside nested dicts/lists, or None if all are finite."""
     if isinstance(obj, float):
@@ -190,10 +212,13 @@ def finish(out_dir: str | os.PathLike, study: str, preset: str | None, config, c
     bad = None if allow_nonfinite else first_nonfinite(numbers)
     if bad is not None:
         raise ValueError(f"non-finite value at {bad}")
+    variant = recipe_variant(config)
+    claims = label_variant(claims, config)  # every row says when it belongs to a variant of the paper's recipe
     results = {
         "study": study,
         "preset": preset,
         "config": config_to_dict(config),
+        "variant": variant or None,
         "claims": claims,
         "numbers": numbers,
         "figures": figures,
