@@ -315,3 +315,20 @@ def test_finished_section_config_matching():
     assert not _same_config(old, {**old, "loss_weight": "eps"}, legacy)
     assert _same_config(old, {**old, "loss_weight": "none"}, legacy)
     assert _same_config({**old, "loss_weight": "eps"}, {**old, "loss_weight": "eps"}, legacy)
+
+
+def test_quick_claims_carry_the_verdict_of_the_committed_standard_results(tmp_path):
+    import json
+
+    from gahb.studies.common import claim
+    from gahb.studies.reproduce import with_standard_verdicts
+
+    folder = tmp_path / "docs" / "results" / "calpha"
+    folder.mkdir(parents=True)
+    std = [claim("slope a", "p", 0.5, True), claim("slope b [variant: loss weight eps]", "p", 0.2, False)]
+    (folder / "results.json").write_text(json.dumps({"claims": std}))
+    rows = [claim("slope a", "p", 0.4, False), claim("slope b", "p", 0.3, True), claim("new row", "p", 1, None)]
+    out = with_standard_verdicts("calpha", rows, root=tmp_path)
+    assert [c["standard"] for c in out] == ["pass", "fail", "not in the committed results"]
+    assert [c["standard"] for c in with_standard_verdicts("shuffled", rows, root=tmp_path)] == \
+        ["not in the committed results"] * 3

@@ -152,8 +152,10 @@ def _anchor(section: str) -> str:
 # -- pieces ----------------------------------------------------------------------------------------
 def _claims_table(rows: list[tuple[str | None, dict]]) -> str:
     with_section = any(sec is not None for sec, _ in rows)
+    with_standard = any("standard" in c for _, c in rows)
     head = ("<th>section</th>" if with_section else "") + \
-        "<th>claim</th><th>paper</th><th>measured</th><th>target</th><th>result</th>"
+        "<th>claim</th><th>paper</th><th>measured</th><th>target</th><th>result</th>" + \
+        ("<th>standard preset (committed)</th>" if with_standard else "")
     out = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
     for sec, c in rows:
         cells = ""
@@ -168,6 +170,9 @@ def _claims_table(rows: list[tuple[str | None, dict]]) -> str:
         cells += (f"<td>{name}</td><td class='num'>{_e(format_value(c.get('paper')))}</td>"
                   f"<td class='num'>{_e(format_value(c.get('measured')))}</td>"
                   f"<td>{_e(c.get('target') or chr(0x2014))}{_reference(c)}</td><td>{badge(_status(c))}{_why(c)}</td>")
+        if with_standard:
+            std = c.get("standard")
+            cells += f"<td>{badge(std) if std in ('pass', 'fail', 'info', 'invalid') else _e(std or chr(0x2014))}</td>"
         out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table>")
     return "".join(out)

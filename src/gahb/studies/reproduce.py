@@ -292,6 +292,10 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
 
     def write(final: bool) -> dict:
         # Written after every section, so an interrupted reproduction still leaves a report behind.
+        if preset != "standard":  # which of these claims the committed standard results pass
+            for e in entries:
+                if e.get("results"):
+                    e["results"] = {**e["results"], "claims": with_standard_verdicts(e["section"], e["results"]["claims"])}
         doc = assemble(entries, preset, out, started, device, final)
         atomic_write_json(out / "reproduce.json", doc)
         write_report(out / "report.html", entries, doc["meta"])
@@ -366,6 +370,30 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
     if doc["summary"]["sections_without_results"]:
         log(f"[reproduce] sections without results: {', '.join(doc['summary']['sections_without_results'])}")
     return doc
+
+
+# The committed standard results of each section, relative to the repository root (docs/results).
+COMMITTED = {"transition": "transition", "gahb": "gahb", "calpha": "calpha", "manifold": "manifold",
+             "shuffled": "shuffled", "published": "published/study"}
+
+
+def committed_results(section: str, root: Path | None = None) -> dict | None:
+    """The committed standard ``results.json`` of a section (None when this checkout has none)."""
+    root = root or Path(__file__).resolve().parents[3]
+    path = root / "docs" / "results" / COMMITTED.get(section, section) / "results.json"
+    return common.read_json(path) if path.is_file() else None
+
+
+def _base_name(name: str) -> str:
+    return name.split(" [variant: ")[0]
+
+
+def with_standard_verdicts(section: str, claims: list[dict], root: Path | None = None) -> list[dict]:
+    """``claims`` with ``standard``: the verdict of the claim of the same name in the committed standard
+    results ("pass", "fail", "info", "invalid"), or "not in the committed results"."""
+    std = committed_results(section, root)
+    verdicts = {} if std is None else {_base_name(c["name"]): common.claim_status(c) for c in std.get("claims", [])}
+    return [{**c, "standard": verdicts.get(_base_name(c["name"]), "not in the committed results")} for c in claims]
 
 
 def assemble(entries: list[dict], preset: str, out: Path, started: float, device: str | None,
