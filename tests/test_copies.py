@@ -26,10 +26,17 @@ def test_the_ratio_is_d1_over_d2_and_uses_the_reference_at_n_1():
     train[1, 0, 0, 0], train[2, 0, 0, 0] = 3.0, -5.0
     q = torch.zeros(1, 1, 2, 2)
     q[0, 0, 0, 0] = 1.0  # distances 1, 2, 6
-    assert float(copy_ratio(q, train)[0]) == pytest.approx(0.5)
-    assert float(copy_ratio(q, train[:1], reference=4.0)[0]) == pytest.approx(0.25)
+    assert float(copy_ratio(q, train, scale_free=False)[0]) == pytest.approx(0.5)
+    assert float(copy_ratio(q, train[:1], reference=4.0, scale_free=False)[0]) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="reference distance"):
         copy_ratio(q, train[:1])
+    # scale-free: distances between unit vectors, sqrt(2 - 2 cos); a brighter copy is still a copy
+    x = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]], [[[0.0, 1.0], [0.0, 0.0]]], [[[1.0, 1.0], [0.0, 0.0]]]])
+    y = 2.5 * (x[:1] + 0.01 * torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]]))
+    r = float(copy_ratio(y, x)[0])
+    d1, d2 = (2 - 2 / (1 + 1e-4) ** 0.5) ** 0.5, (2 - 2 * (1 + 0.01) / (2 * (1 + 1e-4)) ** 0.5) ** 0.5
+    assert r == pytest.approx(d1 / d2, rel=1e-6) and is_copy(torch.tensor([r]))[0]
+    assert not is_copy(copy_ratio(y, x, scale_free=False))[0]  # by plain L2 the bright copy is far from all
     assert is_copy(torch.tensor([0.2, 1 / 3, 0.5])).tolist() == [True, False, False]
 
 

@@ -9,6 +9,13 @@ here (Yoon et al. 2023; Gu et al. 2025) compares the nearest training image with
 
 d1 and d2 the Euclidean distances from y to its nearest and second-nearest training images. A
 copy sits much closer to one training image than to any other; a new image sits between several.
+
+The distances are taken between unit-normalised images, d = ||y/|y| - x/|x||| = sqrt(2 - 2 cos),
+by default: a bias-free denoiser is homogeneous, f(a y) = a f(y), so the fixed points of one that
+memorises form rays {a x} and its samples are copies up to a brightness the sampler's start sets
+(at N = 1 they end anywhere between a fraction of and several times the training image). The
+test then asks whether a sample points at one training image; ``scale_free=False`` compares the
+images as they are.
 With one training image (N = 1) there is no second neighbour, and d2 is replaced by the distance
 that a new image of the same distribution has to the training image: the median over held-out
 images (:func:`reference_distance`).
@@ -35,28 +42,36 @@ COPY_RATIO = 1 / 3  # d1 / d2 below this: a copy (Yoon et al. 2023; Gu et al. 20
 COPY_NOISE_SIGMA = 0.02  # the true copies of the calibration: training images + N(0, 0.02^2)
 
 
-def neighbour_distances(queries: torch.Tensor, train, *, chunk: int = 4096, progress: bool = False
-                        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def neighbour_distances(queries: torch.Tensor, train, *, scale_free: bool = True, chunk: int = 4096,
+                        progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """(d1, d2, index of the nearest): Euclidean distances of each query to its nearest and second
-    nearest training images, float64 (B,); ``d2`` is None when ``train`` holds one image."""
+    nearest training images, float64 (B,), between unit-normalised images when ``scale_free`` (the
+    module docstring); ``d2`` is None when ``train`` holds one image."""
     n = len(train)
     if n < 1:
         raise ValueError("the training set is empty")
-    values, idx = nearest_neighbors(queries, train, k=min(2, n), metric="l2", chunk=chunk, dtype=torch.float64,
-                                    progress=progress)
+    k = min(2, n)
+    if scale_free:
+        cos, idx = nearest_neighbors(queries, train, k=k, metric="cosine", chunk=chunk, dtype=torch.float64,
+                                     progress=progress)
+        values = (2.0 - 2.0 * cos).clamp_min(0.0).sqrt()
+    else:
+        values, idx = nearest_neighbors(queries, train, k=k, metric="l2", chunk=chunk, dtype=torch.float64,
+                                        progress=progress)
     return values[:, 0], (values[:, 1] if n >= 2 else None), idx[:, 0]
 
 
-def reference_distance(train, held_out: torch.Tensor) -> float:
+def reference_distance(train, held_out: torch.Tensor, *, scale_free: bool = True) -> float:
     """The median distance from held-out images to their nearest training image: the d2 of a set
     with one image (how far a new image of the distribution lies from it)."""
-    d1, _, _ = neighbour_distances(held_out, train)
+    d1, _, _ = neighbour_distances(held_out, train, scale_free=scale_free)
     return float(d1.median())
 
 
-def copy_ratio(queries: torch.Tensor, train, *, reference: float | None = None, progress: bool = False) -> torch.Tensor:
+def copy_ratio(queries: torch.Tensor, train, *, reference: float | None = None, scale_free: bool = True,
+               progress: bool = False) -> torch.Tensor:
     """d1 / d2 per query (B,), float64; with one training image d1 / ``reference`` (required then)."""
-    d1, d2, _ = neighbour_distances(queries, train, progress=progress)
+    d1, d2, _ = neighbour_distances(queries, train, scale_free=scale_free, progress=progress)
     if d2 is None:
         if reference is None or not reference > 0:
             raise ValueError("with one training image the copy ratio needs a positive reference distance "
@@ -88,7 +103,7 @@ class CopyReferences:
 
 
 def copy_references(train, held_out: torch.Tensor, *, copies: int = 64, sigma: float = COPY_NOISE_SIGMA,
-                    seed: int = 0) -> CopyReferences:
+                    seed: int = 0, scale_free: bool = True) -> CopyReferences:
     """Calibrate the copy test on one training set: ``copies`` training images (cycled) plus
     N(0, sigma^2) noise from ``seed`` (true copies), and the ``held_out`` images (novel images),
     each measured as samples are (:func:`copy_ratio`)."""
@@ -99,8 +114,9 @@ def copy_references(train, held_out: torch.Tensor, *, copies: int = 64, sigma: f
     base = first[torch.arange(copies) % first.shape[0]]  # the first images, cycled when N < copies
     g = torch.Generator().manual_seed(int(seed))
     noisy = base + sigma * torch.randn(base.shape, generator=g, dtype=torch.float64)
-    ref = reference_distance(train, held_out) if n == 1 else None
-    return CopyReferences(copy_ratio(noisy, train, reference=ref), copy_ratio(held_out, train, reference=ref), ref)
+    ref = reference_distance(train, held_out, scale_free=scale_free) if n == 1 else None
+    return CopyReferences(copy_ratio(noisy, train, reference=ref, scale_free=scale_free),
+                          copy_ratio(held_out, train, reference=ref, scale_free=scale_free), ref)
 
 
 def copy_fraction(ratio, held_out_ratio, threshold: float = COPY_RATIO, *, resamples: int = 2000,
