@@ -72,6 +72,10 @@ def copy_ratio(queries: torch.Tensor, train, *, reference: float | None = None, 
                progress: bool = False) -> torch.Tensor:
     """d1 / d2 per query (B,), float64; with one training image d1 / ``reference`` (required then)."""
     d1, d2, _ = neighbour_distances(queries, train, scale_free=scale_free, progress=progress)
+    return _ratio(d1, d2, reference)
+
+
+def _ratio(d1: torch.Tensor, d2: torch.Tensor | None, reference: float | None) -> torch.Tensor:
     if d2 is None:
         if reference is None or not reference > 0:
             raise ValueError("with one training image the copy ratio needs a positive reference distance "
@@ -114,9 +118,10 @@ def copy_references(train, held_out: torch.Tensor, *, copies: int = 64, sigma: f
     base = first[torch.arange(copies) % first.shape[0]]  # the first images, cycled when N < copies
     g = torch.Generator().manual_seed(int(seed))
     noisy = base + sigma * torch.randn(base.shape, generator=g, dtype=torch.float64)
-    ref = reference_distance(train, held_out, scale_free=scale_free) if n == 1 else None
-    return CopyReferences(copy_ratio(noisy, train, reference=ref, scale_free=scale_free),
-                          copy_ratio(held_out, train, reference=ref, scale_free=scale_free), ref)
+    # the held-out distances serve twice: as the N = 1 reference (reference_distance) and as their ratios
+    h1, h2, _ = neighbour_distances(held_out, train, scale_free=scale_free)
+    ref = float(h1.median()) if n == 1 else None
+    return CopyReferences(copy_ratio(noisy, train, reference=ref, scale_free=scale_free), _ratio(h1, h2, ref), ref)
 
 
 def copy_fraction(ratio, held_out_ratio, threshold: float = COPY_RATIO, *, resamples: int = 2000,

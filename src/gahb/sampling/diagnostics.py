@@ -24,14 +24,9 @@ from torch import nn
 from gahb.models.base import require_eval_mode
 
 
-@torch.no_grad()
-def radial_gain(denoiser: nn.Module, images: torch.Tensor, sigma: float = 0.0, seed: int = 0,
-                batch: int = 256) -> torch.Tensor:
-    """g(y) = <y, f(y)> / ||y||^2 per image at y = x + sigma z (z from ``seed``), float64 (N,).
-
-    At ``sigma = 0`` this is the gain on the clean images themselves: above 1 means the network
-    amplifies them, which makes samples that approach them diverge (module docstring).
-    """
+def _gain(denoiser: nn.Module, images: torch.Tensor, sigma: float, seed: int, batch: int, along: str) -> torch.Tensor:
+    """<f(y), v> / ||v||^2 per image, y = x + sigma z (z from ``seed``), with v = y (``along="input"``)
+    or v = x (``along="image"``); float64 (N,)."""
     require_eval_mode(denoiser, "measuring its gain")
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
@@ -39,15 +34,26 @@ def radial_gain(denoiser: nn.Module, images: torch.Tensor, sigma: float = 0.0, s
     dev = next((p.device for p in denoiser.parameters()), torch.device("cpu")) if isinstance(denoiser, nn.Module) \
         else torch.device("cpu")
     out = []
-    for lo in range(0, images.shape[0], batch):
-        x = images[lo:lo + batch].float()
-        y = x + sigma * torch.randn(x.shape, generator=g) if sigma > 0 else x
-        f = denoiser(y.to(dev)).float().cpu()
-        out.append(((y * f).flatten(1).sum(1).double() / (y * y).flatten(1).sum(1).double().clamp_min(1e-30)))
+    with torch.no_grad():
+        for lo in range(0, images.shape[0], batch):
+            x = images[lo:lo + batch].float()
+            y = x + sigma * torch.randn(x.shape, generator=g) if sigma > 0 else x
+            f = denoiser(y.to(dev)).float().cpu()
+            v = y if along == "input" else x
+            out.append((f * v).flatten(1).sum(1).double() / (v * v).flatten(1).sum(1).double().clamp_min(1e-30))
     return torch.cat(out)
 
 
-@torch.no_grad()
+def radial_gain(denoiser: nn.Module, images: torch.Tensor, sigma: float = 0.0, seed: int = 0,
+                batch: int = 256) -> torch.Tensor:
+    """g(y) = <y, f(y)> / ||y||^2 per image at y = x + sigma z (z from ``seed``), float64 (N,).
+
+    At ``sigma = 0`` this is the gain on the clean images themselves: above 1 means the network
+    amplifies them, which makes samples that approach them diverge (module docstring).
+    """
+    return _gain(denoiser, images, sigma, seed, batch, along="input")
+
+
 def image_gain(denoiser: nn.Module, images: torch.Tensor, sigma: float, seed: int = 0, batch: int = 256) -> torch.Tensor:
     """c(x, sigma) = <f(x + sigma z), x> / ||x||^2 per image (z from ``seed``), float64 (N,).
 
@@ -59,18 +65,7 @@ def image_gain(denoiser: nn.Module, images: torch.Tensor, sigma: float, seed: in
     sigma_final, and a radial gain g > 1 then grows it without bound. By homogeneity
     c(a x, a sigma) = c(x, sigma): sigma is relative to the image as given.
     """
-    require_eval_mode(denoiser, "measuring its gain")
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
-    g = torch.Generator().manual_seed(int(seed))
-    dev = next((p.device for p in denoiser.parameters()), torch.device("cpu")) if isinstance(denoiser, nn.Module) \
-        else torch.device("cpu")
-    out = []
-    for lo in range(0, images.shape[0], batch):
-        x = images[lo:lo + batch].float()
-        f = denoiser((x + sigma * torch.randn(x.shape, generator=g)).to(dev)).float().cpu()
-        out.append((f * x).flatten(1).sum(1).double() / (x * x).flatten(1).sum(1).double().clamp_min(1e-30))
-    return torch.cat(out)
+    return _gain(denoiser, images, sigma, seed, batch, along="image")
 
 
 def saturation(images: torch.Tensor, tol: float = 1e-3) -> dict:

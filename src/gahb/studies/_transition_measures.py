@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from gahb.analysis.copies import copy_fraction, copy_references, copy_ratio
-from gahb.analysis.uncertainty import bootstrap_interval, paired_difference_interval
+from gahb.analysis.copies import copy_fraction, copy_ratio, copy_references, is_copy
+from gahb.analysis.uncertainty import bootstrap_interval, fraction_interval, paired_difference_interval
 
 
 def _median(v: torch.Tensor) -> torch.Tensor:
@@ -40,15 +40,15 @@ def _fig2_summary(s1, s2, status1, status2, nearest, n: int, keep_paired: bool =
     the paired cosine minus the mean of its two samples' nearest-training cosines, averaged, with
     its bootstrap interval over seeds.
     """
-    from gahb.analysis.memorization import paired_cosine, summarize_similarities
+    from gahb.analysis.memorization import memorization_summary, paired_cosine
 
     both = torch.tensor([a == "converged" and b == "converged" for a, b in zip(status1, status2)])
     near = [v for v in nearest if v is not None]
     pair = paired_cosine(s1[both], s2[both]) if both.any() else None
-    out = {"summary": {"n_train": n,
-                       "paired": None if pair is None else summarize_similarities(pair).to_dict(),
-                       "nearest_train": summarize_similarities(torch.tensor(near, dtype=torch.float64)).to_dict()
-                       if near else None},
+    summary = memorization_summary(paired=pair, nearest_train=torch.tensor(near, dtype=torch.float64) if near else None,
+                                   n_train=n).to_dict() if pair is not None or near else \
+        {"n_train": n, "paired": None, "nearest_train": None}
+    out = {"summary": summary,
            "failures": {"pairs": len(status1), "pairs_failed": int((~both).sum()),
                         "samples": len(nearest), "samples_failed": len(nearest) - len(near)}}
     if pair is not None:
@@ -68,18 +68,20 @@ def _copies(cfg, samples: torch.Tensor, train, held_out: torch.Tensor) -> dict:
     """One network's copy test: the distance ratio of each converged sample and of the calibration
     sets (per-sample lists stay in the per-N cache; results.json keeps the summaries)."""
     refs = copy_references(train, held_out, copies=cfg.reference_images, seed=cfg.sample_seed)
-    ratio = copy_ratio(samples, train, reference=refs.reference_distance).tolist() if len(samples) else []
+    ratio = _ratio(samples, train, refs.reference_distance)
     return {"ratio": ratio, "held_out_ratio": refs.held_out_ratio.tolist(),
             "calibration": refs.summary(cfg.copy_ratio, seed=cfg.sample_seed)}
+
+
+def _ratio(samples: torch.Tensor, train, reference: float | None) -> list[float]:
+    """The copy ratios of (converged) samples, [] when there are none."""
+    return copy_ratio(samples, train, reference=reference).tolist() if len(samples) else []
 
 
 def _other_ratio(res, train, copies: dict) -> list[float]:
     """Distance ratios of another sampler's converged samples (``res``: a sampling result), with
     the reference distance of the main sampler's calibration (``copies``)."""
-    ok = res.converged
-    if not ok.any():
-        return []
-    return copy_ratio(res.samples[ok], train, reference=copies["calibration"]["reference_distance"]).tolist()
+    return _ratio(res.samples[res.converged], train, copies["calibration"]["reference_distance"])
 
 
 def _copy_summary(cfg, subsets: list[dict]) -> dict | None:
@@ -91,7 +93,8 @@ def _copy_summary(cfg, subsets: list[dict]) -> dict | None:
         return None
     cf = copy_fraction(ratio, held, cfg.copy_ratio, seed=cfg.sample_seed)
     return {"samples": cf["fraction"].to_dict(), "minus_held_out": cf["minus_held_out"].to_dict(),
-            "held_out": copy_fraction(held, held, cfg.copy_ratio, seed=cfg.sample_seed)["fraction"].to_dict(),
+            "held_out": fraction_interval(is_copy(torch.tensor(held, dtype=torch.float64), cfg.copy_ratio),
+                                          seed=cfg.sample_seed).to_dict(),
             "true_copies": [s["copies"]["calibration"]["true_copies"] for s in subsets]}
 
 
