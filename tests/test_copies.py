@@ -99,3 +99,60 @@ def test_a_gap_flat_within_its_errors_is_not_decreasing():
     assert decrease_to_zero([5.0, 1.0, 3.0], [0.1, 0.1, 0.1]) is None
     with pytest.raises(ValueError, match="standard errors"):
         decrease_to_zero([1.0, 0.5], [0.1])
+
+
+def test_slope_and_binomial_intervals_cover_the_truth_in_90_percent_of_repetitions():
+    """A slope over per-image PSNR curves (each image its own offset and slope around the population's
+    0.6) and a failure rate of 0.03 in 64 samples: each 95% interval covers the truth >= 90% of 200 times."""
+    from gahb.analysis.optimality import slope_interval
+    from gahb.analysis.uncertainty import binomial_interval
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.arange(0.0, 42.0, 3.0, dtype=torch.float64)
+    hits = {"slope": 0, "binomial": 0}
+    reps = 200
+    for r in range(reps):
+        slopes = 0.6 + 0.05 * torch.randn(32, 1, generator=g, dtype=torch.float64)
+        rows = slopes * x + 3 * torch.randn(32, 1, generator=g, dtype=torch.float64) \
+            + 0.2 * torch.randn(32, x.numel(), generator=g, dtype=torch.float64)
+        hits["slope"] += slope_interval(x, rows, (9.0, 30.0), resamples=300, seed=r).contains(0.6)
+        k = int((torch.rand(64, generator=g) < 0.03).sum())
+        hits["binomial"] += binomial_interval(k, 64).contains(0.03)
+    assert all(h >= 0.9 * reps for h in hits.values()), hits
+    # no samples failed: the rate is 0, and the interval still says how large it could be
+    iv = binomial_interval(0, 64)
+    assert iv.estimate == 0 and iv.lo == 0 and 0.03 < iv.hi < 0.1
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        binomial_interval(5, 4)
+    with pytest.raises(ValueError, match="levels"):
+        slope_interval(x, torch.zeros(4, 3), (9.0, 30.0))
+
+
+def test_a_judged_claim_without_reference_or_uncertainty_is_flagged():
+    from gahb.studies.common import claim, unsupported_claims
+
+    rows = [claim("bare", "p", 1.0, True, "> 0"),
+            claim("with reference", "p", 1.0, False, "> 0", reference="the optimum"),
+            claim("with uncertainty", "p", 1.0, True, "> 0", uncertainty="+- 0.1"),
+            claim("informative", "p", 1.0, None)]
+    assert unsupported_claims(rows) == ["bare"]
+
+
+def test_a_failure_of_the_papers_recipe_names_the_variant_that_passes():
+    from gahb.studies.common import claim, label_variant
+    from gahb.studies.reproduce import mark_variant_passes
+
+    paper = [claim("slope, alpha=1", "p", 0.4, False, uncertainty="x"), claim("slope, alpha=2", "p", 0.6, True,
+                                                                               uncertainty="x")]
+    variant = label_variant([claim("slope, alpha=1", "p", 0.5, True, uncertainty="x"),
+                             claim("slope, alpha=2", "p", 0.5, True, uncertainty="x")], {"loss_weight": "eps"})
+    entries = [{"section": "calpha", "study": "calpha", "results": {"variant": None, "claims": paper}},
+               {"section": "calpha_eps", "study": "calpha", "results": {"variant": "loss weight eps", "claims": variant}},
+               {"section": "manifold", "study": "manifold", "results": {"variant": None, "claims": [
+                   claim("slope, alpha=1", "p", 0.4, False, uncertainty="x")]}}]
+    mark_variant_passes(entries)
+    first, second = entries[0]["results"]["claims"]
+    assert first["passes_for_variant"] == "loss weight eps (section calpha_eps)"
+    assert "passes_for_variant" not in second  # it passes on the paper's recipe
+    assert "passes_for_variant" not in entries[2]["results"]["claims"][0]  # another study
+    assert all("passes_for_variant" not in c for c in entries[1]["results"]["claims"])

@@ -178,6 +178,20 @@ def analyze_sigma(denoiser: nn.Module, x: torch.Tensor, sigma: float, cfg: Jacob
     return SigmaAnalysis(sigma, xf, yf, fy, basis, coef_x, coef_y, num)
 
 
+def spectrum_statistics(r: SigmaAnalysis) -> dict:
+    """What compares the Jacobians of different networks and images at one sigma (JSON-able):
+    ``asymmetry`` ||J - J^T||_F / ||J||_F, the extreme eigenvalues of (J + J^T)/2, how many are
+    negative or above 1, tr J (eq. 7), the residual of f(y) = J y (eq. 6), input and output PSNR."""
+    lam = r.basis.eigenvalues
+    return {"sigma": r.sigma, "asymmetry": r.numbers["asymmetry"],
+            "lambda_max": float(lam[0]), "lambda_min": float(lam[-1]),
+            "negative_eigenvalues": int((lam < 0).sum()), "eigenvalues_above_1": int((lam > 1).sum()),
+            "eigenvalues_top8": [float(v) for v in lam[:8]],
+            "trace": r.numbers["trace"]["effective_dimension"],
+            "identity_linear": r.numbers["identities"]["linear"],
+            "input_psnr": r.numbers["input_psnr"], "output_psnr": r.numbers["output_psnr"]}
+
+
 def analyze_image(denoiser: nn.Module, x: torch.Tensor, cfg: JacobianAnalysisConfig | None = None,
                   progress: bool = False) -> ImageAnalysis:
     """:func:`analyze_sigma` for every ``cfg.sigmas`` with one shared noise draw (seeded by ``cfg.seed``)."""

@@ -439,7 +439,7 @@ def _check_eval(denoiser) -> None:
 @torch.no_grad()
 def denoising_curve(denoiser: Callable[[torch.Tensor], torch.Tensor], images, input_psnrs=DEFAULT_INPUT_PSNRS,
                     seed: int = 0, batch: int = 64, device: str | torch.device | None = None,
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False, keep_per_image: bool = False) -> dict[str, Any]:
     """Output PSNR of a blind denoiser as a function of input PSNR (paper section 6.1, Fig 1).
 
     For each input PSNR p (sigma = 10^(-p/20)), each image x receives y = x + sigma z with its
@@ -450,7 +450,8 @@ def denoising_curve(denoiser: Callable[[torch.Tensor], torch.Tensor], images, in
     Returns a JSON-able dict: ``input_psnr`` (nominal), ``sigma``, ``output_psnr`` (mean over
     images), ``output_psnr_std``, ``noisy_psnr`` (the realised PSNR of y, i.e. what the identity
     map scores), ``image_mean_psnr`` (per image, its output PSNR averaged over the levels: what
-    :func:`paired_psnr_gap` pairs), ``n_images``, ``seed``.
+    :func:`paired_psnr_gap` pairs), ``n_images``, ``seed``; with ``keep_per_image`` also
+    ``image_psnr``, the (images x levels) output PSNRs (for bootstrap intervals over images).
     """
     from tqdm.auto import tqdm
 
@@ -467,6 +468,7 @@ def denoising_curve(denoiser: Callable[[torch.Tensor], torch.Tensor], images, in
     out_sum = torch.zeros(len(levels), dtype=torch.float64)
     out_sq = torch.zeros(len(levels), dtype=torch.float64)
     per_image = torch.zeros(n, dtype=torch.float64)
+    table = torch.zeros(n, len(levels), dtype=torch.float64) if keep_per_image else None
     noisy_sum = torch.zeros(len(levels), dtype=torch.float64)
     bar = tqdm(total=n * len(levels), desc="denoising curve", unit="img", disable=not progress)
     for lo in range(0, n, batch):
@@ -478,14 +480,19 @@ def denoising_curve(denoiser: Callable[[torch.Tensor], torch.Tensor], images, in
             out_sum[j] += p_out.sum()
             out_sq[j] += p_out.pow(2).sum()
             per_image[lo:lo + x.shape[0]] += p_out / len(sigmas)
+            if table is not None:
+                table[lo:lo + x.shape[0], j] = p_out
             noisy_sum[j] += psnr(y, x, reduce=False).double().sum().cpu()
             bar.update(x.shape[0])
     bar.close()
     mean = out_sum / n
     std = (out_sq / n - mean.pow(2)).clamp_min(0.0).sqrt()
-    return {"input_psnr": levels, "sigma": sigmas, "output_psnr": mean.tolist(),
-            "output_psnr_std": std.tolist(), "noisy_psnr": (noisy_sum / n).tolist(),
-            "image_mean_psnr": per_image.tolist(), "n_images": int(n), "seed": int(seed)}
+    curve = {"input_psnr": levels, "sigma": sigmas, "output_psnr": mean.tolist(),
+             "output_psnr_std": std.tolist(), "noisy_psnr": (noisy_sum / n).tolist(),
+             "image_mean_psnr": per_image.tolist(), "n_images": int(n), "seed": int(seed)}
+    if table is not None:
+        curve["image_psnr"] = table.tolist()
+    return curve
 
 
 def psnr_gap(train_curve: dict, test_curve: dict, sigma_max: float = 1.0) -> float:

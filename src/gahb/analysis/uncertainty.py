@@ -10,7 +10,11 @@ reproducible:
 * :func:`difference_interval`: a statistic of one set minus the same statistic of an independent
   set (e.g. the samples' copy fraction minus the held-out images');
 * :func:`paired_difference_interval`: the mean of per-item differences a_i - b_i, resampling
-  the pairs together (e.g. a sample's paired cosine minus its nearest-training cosine).
+  the pairs together (e.g. a sample's paired cosine minus its nearest-training cosine);
+* :func:`bootstrap_rows`: any statistic of a table of per-item rows, resampling whole rows (e.g.
+  the slope of a mean PSNR curve, each row one image's curve);
+* :func:`binomial_interval`: Wilson's score interval of k successes in n trials (e.g. samples
+  that failed), where a bootstrap of all-zero flags would collapse to a point.
 """
 
 from __future__ import annotations
@@ -110,6 +114,44 @@ def paired_difference_interval(a, b, *, resamples: int = DEFAULT_RESAMPLES, leve
     if va.shape != vb.shape:
         raise ValueError(f"paired values must have the same length, got {va.numel()} and {vb.numel()}")
     return bootstrap_interval(va - vb, resamples=resamples, level=level, seed=seed)
+
+
+def bootstrap_rows(rows, statistic: Callable[[torch.Tensor], torch.Tensor], *,
+                   resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL, seed: int = 0) -> Interval:
+    """``statistic`` of an (n, ...) table of per-item rows, with the bootstrap resampling whole rows.
+
+    ``statistic`` maps an (R, n, ...) float64 batch of tables to its (R,) statistics (R = 1 for the
+    point estimate), e.g. the least-squares slope of the mean of n per-image PSNR curves.
+    """
+    _check(resamples, level)
+    t = torch.as_tensor(rows).detach().double().cpu()
+    if t.ndim < 1 or t.shape[0] == 0:
+        raise ValueError("a bootstrap interval needs at least one value")
+    g = torch.Generator().manual_seed(int(seed))
+    stats = statistic(t[_resample(t.shape[0], resamples, g)])
+    lo, hi = _percentiles(stats.reshape(-1), level)
+    return Interval(float(statistic(t[None]).reshape(-1)[0]), lo, hi, level, int(t.shape[0]))
+
+
+def binomial_interval(k: int, n: int, level: float = DEFAULT_LEVEL) -> Interval:
+    """k/n with Wilson's score interval (Wilson 1927): sensible at k = 0 and k = n, unlike a bootstrap."""
+    from statistics import NormalDist
+
+    _check(1, level)
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), level, n)
+
+
+def line_slope(x, y: torch.Tensor) -> torch.Tensor:
+    """Least-squares slope of y (..., L) against the abscissae x (L,), batched over the leading axes."""
+    xs = torch.as_tensor(x, dtype=y.dtype)
+    xc = xs - xs.mean()
+    return ((y - y.mean(-1, keepdim=True)) * xc).sum(-1) / (xc * xc).sum()
 
 
 def decrease_to_zero(values, ses, z: float = 2.0) -> int | None:
