@@ -12,7 +12,7 @@ from torch import nn
 
 from gahb.analysis.optimality import (fit_psnr_slope, optimal_calpha_slope, principal_angles,
                                       random_subspace_mean_cos2, subspace_alignment)
-from gahb.studies.common import RESULT_KEYS
+from gahb.studies.common import RESULT_KEYS, rejudge, unsupported_claims
 
 
 def _finite(obj) -> bool:
@@ -35,6 +35,10 @@ def _check_results(out, study: str, n_claims: int) -> dict:
     for fig in res["figures"]:
         path = out / fig["path"]
         assert path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+    # every judged row names its reference or its uncertainty, and the claims are re-judged from the
+    # results file alone
+    assert unsupported_claims(res["claims"]) == []
+    assert rejudge(study, res) == res["claims"]
     return res
 
 
@@ -157,6 +161,9 @@ def test_calpha_study_cli_end_to_end_and_reuse(tmp_path, capsys):
     per = res["numbers"]["per_alpha"]["1"]
     refit = fit_psnr_slope(per["curve"]["input_psnr"], per["curve"]["output_psnr"], res["config"]["fit_window"])
     assert refit["slope"] == pytest.approx(per["slope"])
+    # the interval's point estimate is the same slope (the slope of the mean of the per-image curves)
+    assert per["slope_interval"]["estimate"] == pytest.approx(per["slope"], abs=1e-9)
+    assert per["slope_interval"]["lo"] <= per["slope"] <= per["slope_interval"]["hi"]
     assert (out / "runs" / "alpha1" / "model.safetensors").is_file()
     # Rerunning reuses the finished runs and measures the same numbers.
     assert main(argv) == 0
@@ -195,5 +202,7 @@ def test_shuffled_study_end_to_end(tmp_path):
     assert not (out / "runs").exists()
     n = res["numbers"]
     assert len(n["psnr_table"]) == 5
+    for row in n["psnr_table"]:  # the paired interval is centred on the difference of the mean curves
+        assert row["difference_interval"]["estimate"] == pytest.approx(row["difference"], abs=1e-9)
     cfg = json.loads((tmp_path / "r" / "shuffled" / "config.json").read_text())
     assert cfg["data"]["pixel_shuffle"] == {"shape": [1, 16, 16], "seed": 0}

@@ -13,7 +13,7 @@ import sys
 
 # Order here is the order in ``gahb --help``.
 COMMAND_MODULES = ["data", "train", "importer", "denoise", "evaluate", "sample", "restore", "jacobian", "study",
-                   "reproduce"]
+                   "reproduce", "report"]
 
 
 class GahbError(Exception):

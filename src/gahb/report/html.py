@@ -154,8 +154,8 @@ def _claims_table(rows: list[tuple[str | None, dict]]) -> str:
     with_section = any(sec is not None for sec, _ in rows)
     with_standard = any("standard" in c for _, c in rows)
     head = ("<th>section</th>" if with_section else "") + \
-        "<th>claim</th><th>paper</th><th>measured</th><th>target</th><th>result</th>" + \
-        ("<th>standard preset (committed)</th>" if with_standard else "")
+        "<th>claim</th><th>paper</th><th>measured</th><th>uncertainty</th><th>target and reference</th>" \
+        "<th>result</th>" + ("<th>standard preset (committed)</th>" if with_standard else "")
     out = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
     for sec, c in rows:
         cells = ""
@@ -169,7 +169,9 @@ def _claims_table(rows: list[tuple[str | None, dict]]) -> str:
             name += f'<div class="detail" style="color:var(--muted);font-size:0.88em">{_e(c["detail"])}</div>'
         cells += (f"<td>{name}</td><td class='num'>{_e(format_value(c.get('paper')))}</td>"
                   f"<td class='num'>{_e(format_value(c.get('measured')))}</td>"
-                  f"<td>{_e(c.get('target') or chr(0x2014))}{_reference(c)}</td><td>{badge(_status(c))}{_why(c)}</td>")
+                  f"<td class='detail'>{_e(c.get('uncertainty') or chr(0x2014))}</td>"
+                  f"<td>{_e(c.get('target') or chr(0x2014))}{_reference(c)}{_target_note(c)}</td>"
+                  f"<td>{badge(_status(c))}{_why(c)}{_variant_note(c)}</td>")
         if with_standard:
             std = c.get("standard")
             cells += f"<td>{badge(std) if std in ('pass', 'fail', 'info', 'invalid') else _e(std or chr(0x2014))}</td>"
@@ -181,6 +183,18 @@ def _claims_table(rows: list[tuple[str | None, dict]]) -> str:
 def _reference(c: dict) -> str:
     ref = c.get("reference")
     return f'<div class="detail" style="color:var(--muted);font-size:0.85em">compared with: {_e(ref)}</div>' if ref else ""
+
+
+def _target_note(c: dict) -> str:
+    note = c.get("target_note")
+    return f'<div class="detail" style="color:#9a6700;font-size:0.85em">target changed: {_e(note)}</div>' if note else ""
+
+
+def _variant_note(c: dict) -> str:
+    """Under a FAIL of the paper's recipe: the variants of the same claim that pass (see gahb.studies.reproduce)."""
+    v = c.get("passes_for_variant")
+    return (f'<div class="detail" style="color:#9a6700;font-size:0.85em">passes only for the variant: {_e(v)}</div>'
+            if v else "")
 
 
 def _why(c: dict) -> str:

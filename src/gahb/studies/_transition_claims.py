@@ -62,6 +62,7 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
                 "calibrated copy test (gahb.analysis.copies); 95% bootstrap intervals; converged samples only",
                 why="" if frac is None else f"only {frac:.0%} of the samples are copies",
                 reference="held-out images (new) and training images + noise 0.02 (copies), same test",
+                uncertainty="" if cp is None else f"95% bootstrap interval over the samples {_ci(cp['samples'])}",
                 **inputs))
             claims.append(claim(
                 f"N = {n}, sampler '{name}': nearest-training cosine (the paper's measure)",
@@ -81,6 +82,7 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
             "calibrated copy test; converged samples only",
             why="" if diff is None else f"samples are copies more often than held-out images (up to {diff['hi']:+.2f})",
             reference="held-out images against the same training sets",
+            uncertainty="" if diff is None else f"95% bootstrap interval of the difference {_ci(diff)}",
             failed=f2["failures"]["samples_failed"], inputs=f2["failures"]["samples"]))
         pmn = f2.get("paired_minus_nearest")
         claims.append(claim(
@@ -96,6 +98,7 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
             why="" if pmn is None else f"the paired samples are not closer to each other than to training images "
                                         f"(interval from {pmn['lo']:+.3f})",
             reference="each sample's nearest training image (and the S1-S2 training reference row)",
+            uncertainty="" if pmn is None else f"95% paired bootstrap interval over seeds {_ci(pmn)}",
             failed=f2["failures"]["pairs_failed"], inputs=f2["failures"]["pairs"]))
     ref = per_n[n_big].get("train_cross_reference")
     if ref is not None:
@@ -116,7 +119,8 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
                         "each step down by more than 2 standard errors up to some N, within 2 standard "
                         "errors of 0 beyond it", "paired gap (own network - other network on the same images)",
                         why="no step of N lowers the gap by 2 standard errors with the gap at 0 beyond it",
-                        reference="zero gap, within 2 standard errors"))
+                        reference="zero gap, within 2 standard errors",
+                        uncertainty="standard error of each paired gap over its images (+- above)"))
     claims.append(claim("unpaired train - test gap (training images vs test images)",
                         "the paper's Fig 15 measure",
                         {str(n): _pm(gaps[n], per_n[n]["psnr_gap_se_db"]) for n in ns}, None,
@@ -139,12 +143,30 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
 def _failures_claim(cfg, ns: list[int], per_n: dict[int, dict]) -> dict:
     """Samples that failed (diverged or ran out of steps) per network, against the 5% a trained
     network may lose (a briefly trained one that amplifies clean images loses most of them)."""
+    from gahb.analysis.uncertainty import binomial_interval
+
     failed = {n: [per_n[n]["subsets"][s]["sampler_failures"] for s in ("s1", "s2")] for n in ns}
-    worst = max(max(v) for v in failed.values()) / cfg.n_samples
+    k = max(max(v) for v in failed.values())
+    worst = binomial_interval(k, cfg.n_samples)
     return claim("samples that failed, per network (S1, S2)", "the sampler converges on a trained denoiser (App. A.2)",
                  {f"N = {n}": f"{a}, {b} of {cfg.n_samples}" for n, (a, b) in failed.items()},
-                 worst <= MAX_NETWORK_FAILURES, f"at most {MAX_NETWORK_FAILURES:.0%} of each network's samples fail",
-                 f"sampler '{cfg.sampler}'; failed samples are left out of every row above")
+                 worst.estimate <= MAX_NETWORK_FAILURES,
+                 f"at most {MAX_NETWORK_FAILURES:.0%} of each network's samples fail",
+                 f"sampler '{cfg.sampler}'; failed samples are left out of every row above",
+                 why=f"a network lost {k} of {cfg.n_samples} samples",
+                 reference=_sampler_reference(),
+                 uncertainty=f"worst network {k} of {cfg.n_samples}: 95% Wilson interval of its failure rate "
+                             f"[{worst.lo:.3f}, {worst.hi:.3f}]")
+
+
+def _sampler_reference() -> str:
+    from gahb.studies.references import sampler_reference
+
+    ref = sampler_reference()
+    if not ref:
+        return "the 5% limit (no published reference in this install)"
+    return "the published BF-CNN's prior (gahb study published): " + ", ".join(
+        f"{r['failed']} of {r['samples']} samples failed at {size}x{size}" for size, r in ref.items())
 
 
 def _saturation_claim(ns: list[int], per_n: dict[int, dict]) -> dict:
@@ -167,6 +189,11 @@ def _saturation_claim(ns: list[int], per_n: dict[int, dict]) -> dict:
 def _iv(d: dict | None) -> str:
     """'0.95 [0.91, 0.98]' from an Interval dict."""
     return "-" if d is None else f"{d['estimate']:.3g} [{d['lo']:.3g}, {d['hi']:.3g}]"
+
+
+def _ci(d: dict) -> str:
+    """'[0.91, 0.98]' from an Interval dict."""
+    return f"[{d['lo']:.3g}, {d['hi']:.3g}]"
 
 
 def _iv_list(ds: list[dict]) -> str:

@@ -131,12 +131,16 @@ MAX_FAILED_FRACTION = 0.1
 
 def claim(name: str, paper: Any, measured: Any, passed: bool | None, target: str = "",
           detail: str = "", failed: int | None = None, inputs: int | None = None, why: str = "",
-          reference: str = "") -> dict:
+          reference: str = "", uncertainty: str = "", target_note: str = "") -> dict:
     """One row of a study's claims table: the paper's statement beside our measurement.
 
     ``passed`` is None where the comparison is informative only (no acceptance target).
     ``why``: one line saying why the row fails (shown under its FAIL badge); ``reference``: what
-    the measurement is compared with (a calibration set, a published network).
+    the measurement is compared with (a calibration set, a published network, a known optimum);
+    ``uncertainty``: the spread of the measurement in words (an interval, a standard error), or why
+    it has none (an exact identity). A judged row needs at least one of the two
+    (:func:`unsupported_claims`). ``target_note``: when and why the target changed after results
+    of an earlier run were read.
     ``failed`` of ``inputs`` (e.g. samples that did not converge, left out of ``measured``) are
     recorded with the row; above :data:`MAX_FAILED_FRACTION` the row is ``invalid``: ``passed`` is
     None and ``status`` says why, whatever the measurement.
@@ -147,6 +151,10 @@ def claim(name: str, paper: Any, measured: Any, passed: bool | None, target: str
         row["why"] = why
     if reference:
         row["reference"] = reference
+    if uncertainty:
+        row["uncertainty"] = uncertainty
+    if target_note:
+        row["target_note"] = target_note
     if inputs is not None:
         failed = int(failed or 0)
         row.update(inputs=int(inputs), failed=failed)
@@ -161,6 +169,31 @@ def claim_status(row: dict) -> str:
     if row.get("invalid"):
         return "invalid"
     return "info" if row.get("passed") is None else "pass" if row["passed"] else "fail"
+
+
+def unsupported_claims(claims: list[dict]) -> list[str]:
+    """Names of the judged rows (pass or fail) that carry neither a reference nor an uncertainty."""
+    return [c["name"] for c in claims if claim_status(c) in ("pass", "fail")
+            and not (c.get("reference") or c.get("uncertainty"))]
+
+
+def config_from_dict(cls, d: dict):
+    """The frozen ``Config`` dataclass ``cls`` from a ``results.json`` config (lists back to tuples,
+    fields the class no longer has dropped, fields it gained left at their defaults)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+
+    def tup(v):
+        return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+    return cls(**{k: tup(v) for k, v in d.items() if k in names})
+
+
+def rejudge(study: str, results: dict) -> list[dict]:
+    """The claims of ``results`` (a study's ``results.json``) recomputed by the study's ``judge``
+    from its config and numbers alone, labelled when its recipe is a variant."""
+    from gahb.studies import get_study
+
+    return label_variant(get_study(study).judge(results), results["config"])
 
 
 # Departures from the paper's training recipe (eq. 4 loss, sigma in [0, 1]) that label a study's rows as

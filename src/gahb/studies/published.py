@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from gahb.data import center_crop
+from gahb.studies._published_claims import claims_of, judge  # noqa: F401 (judge: the study contract)
 from gahb.studies.common import begin, finish, runs_dir
 
 NAME = "published"
@@ -190,7 +191,7 @@ def analysis_part(cfg: Config, model, crops: list[torch.Tensor], progress: bool)
     """Dense Jacobian analysis of each crop (all spectrum sigmas for the first ``spectrum_crops``)."""
     from tqdm.auto import tqdm
 
-    from gahb.analysis.adaptive_basis import JacobianAnalysisConfig, analyze_image
+    from gahb.analysis.adaptive_basis import JacobianAnalysisConfig, analyze_image, spectrum_statistics
 
     per_crop, analyses = [], []
     for i, x in enumerate(tqdm(crops, desc="dense Jacobians", disable=not progress, leave=False)):
@@ -199,14 +200,7 @@ def analysis_part(cfg: Config, model, crops: list[torch.Tensor], progress: bool)
                                                              seed=cfg.seed + i, probes=16))
         analyses.append(ia)
         r = min(ia.results, key=lambda q: abs(q.sigma - cfg.dense_sigma))
-        lam = r.basis.eigenvalues
-        per_crop.append({"crop": i, "sigma": r.sigma, "asymmetry": r.numbers["asymmetry"],
-                         "lambda_max": float(lam[0]), "lambda_min": float(lam[-1]),
-                         "negative_eigenvalues": int((lam < 0).sum()), "eigenvalues_above_1": int((lam > 1).sum()),
-                         "eigenvalues_top8": [float(v) for v in lam[:8]],
-                         "trace": r.numbers["trace"]["effective_dimension"],
-                         "identity_linear": r.numbers["identities"]["linear"],
-                         "input_psnr": r.numbers["input_psnr"], "output_psnr": r.numbers["output_psnr"]})
+        per_crop.append({"crop": i, **spectrum_statistics(r)})
     return {"per_crop": per_crop, "summary": _summary(per_crop)}, analyses
 
 
@@ -308,7 +302,5 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         "crops": {"set12": [n for n, _ in set12][: cfg.n_crops], "size": cfg.crop, "position": "centre"},
         "timing_s": watch.stages,
     }
-    from gahb.studies._published_claims import claims_of
-
     return finish(out, NAME, preset, cfg, claims_of(cfg, numbers), numbers, figs, started, device=cfg.device)
 

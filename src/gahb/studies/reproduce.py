@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from gahb.studies import common
+from gahb.studies.judging import COMMITTED, committed_results, mark_variant_passes, with_standard_verdicts  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class Section:
     title: str
     description: str
     depends: tuple = ()
+    # (field, value) pairs that make this section a variant of its study's preset (e.g. another loss)
+    overrides: tuple = ()
+    # the reproduce presets that include this section (None: all)
+    presets: tuple | None = None
 
 
 SECTIONS: tuple[Section, ...] = (
@@ -55,6 +60,11 @@ SECTIONS: tuple[Section, ...] = (
     Section("calpha", "calpha", "3. C^alpha images: near-optimal denoising rate (Fig 4)",
             "Output vs input PSNR slope of networks trained on geometric C^alpha images against the optimal "
             "alpha/(alpha+1) of a GAHB (eq. 13)."),
+    Section("calpha_eps", "calpha", "3b. C^alpha images, variant: noise-prediction loss (Fig 4)",
+            "The same study trained with the loss weighted by 1/(sigma^2 + 0.01^2) (DDPM's noise prediction) "
+            "instead of the paper's eq. 4, which on a CPU budget leaves the small-noise end of the fit window "
+            "least trained. Its rows are labelled as the variant; a claim of section 3 that passes only here "
+            "says so.", overrides=(("loss_weight", "eps"),), presets=("standard",)),
     Section("manifold", "manifold", "4. Disks, a 5-dimensional manifold (Fig 5)",
             "Top Jacobian eigenvectors against the tangent space of the disk manifold; PSNR slope."),
     Section("shuffled", "shuffled", "5. Pixel-shuffled images (Fig 21)",
@@ -69,6 +79,11 @@ SECTIONS: tuple[Section, ...] = (
 # Sections that need inputs from outside the repository: {section: (config fields, what to pass)}.
 EXTERNAL_INPUTS = {"published": (("weights_dir", "images_dir"), "--published-weights DIR --published-images DIR")}
 SECTION_NAMES = tuple(s.name for s in SECTIONS)
+
+
+def preset_sections(preset: str) -> tuple[Section, ...]:
+    """The sections a reproduce preset includes, in report order."""
+    return tuple(s for s in SECTIONS if s.presets is None or preset in s.presets)
 
 
 @dataclass(frozen=True)
@@ -99,7 +114,8 @@ PRESETS: dict[str, Preset] = {
         "the acceptance scale of every study (unet-small on Fashion-MNIST, N from 1 to the full half "
         "of the pool; synthetic studies at their acceptance sizes), about 3 hours on 2 CPU cores. Smaller "
         "than the paper's; trends and slopes comparable.",
-        expected_s={"transition": 4900, "gahb": 60, "calpha": 2000, "manifold": 3150, "shuffled": 1080,
+        expected_s={"transition": 4900, "gahb": 60, "calpha": 2000, "calpha_eps": 2000, "manifold": 3150,
+                    "shuffled": 1080,
                     "published": 2100}),
     "paper": Preset(
         {s.name: "paper" for s in SECTIONS},
@@ -209,7 +225,7 @@ def section_overrides(section: Section, preset: Preset, out: Path, section_dirs:
                       inputs: dict | None = None) -> dict:
     """Overrides a section needs inside a reproduction (where its upstream sections wrote, the
     outside inputs given for it)."""
-    extra = dict(preset.overrides.get(section.name, {}))
+    extra = {**dict(section.overrides), **preset.overrides.get(section.name, {})}
     if section.name == "gahb":
         extra.setdefault("transition_dir", str(section_dir("transition", out, section_dirs)))
     extra.update({k: str(v) for k, v in (inputs or {}).get(section.name, {}).items() if v})
@@ -264,6 +280,7 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
         def log(msg: str) -> None:
             print(msg, file=sys.stderr, flush=True)
     pre = PRESETS[preset]
+    sections = preset_sections(preset)
     out = Path(out if out is not None else f"runs/reproduce-{preset}")
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -271,12 +288,12 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
 
         torch.set_num_threads(threads)
     started = time.time()
-    selected = [s for s in SECTIONS if (not only or s.name in only) and s.name not in (skip or ())]
+    selected = [s for s in sections if (not only or s.name in only) and s.name not in (skip or ())]
     expected = {s.name: float(pre.expected_s.get(s.name, 60)) for s in selected}
     done_expected = done_measured = 0.0
     recomputed: set[str] = set()
     entries = []
-    for s in SECTIONS:
+    for s in sections:
         sec_out = section_dir(s.name, out, section_dirs)
         entry: dict = {"section": s.name, "study": s.study, "title": s.title, "description": s.description,
                        "study_preset": pre.study_presets[s.name], "out_dir": str(sec_out), "status": "pending",
@@ -296,12 +313,13 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
             for e in entries:
                 if e.get("results"):
                     e["results"] = {**e["results"], "claims": with_standard_verdicts(e["section"], e["results"]["claims"])}
+        mark_variant_passes(entries)
         doc = assemble(entries, preset, out, started, device, final)
         atomic_write_json(out / "reproduce.json", doc)
         write_report(out / "report.html", entries, doc["meta"])
         return doc
 
-    for s, entry in zip(SECTIONS, entries):
+    for s, entry in zip(sections, entries):
         if s not in selected:
             continue
         sec_out = Path(entry["out_dir"])
@@ -372,34 +390,8 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
     return doc
 
 
-# The committed standard results of each section, relative to the repository root (docs/results).
-COMMITTED = {"transition": "transition", "gahb": "gahb", "calpha": "calpha", "manifold": "manifold",
-             "shuffled": "shuffled", "published": "published/study"}
-
-
-def committed_results(section: str, root: Path | None = None) -> dict | None:
-    """The committed standard ``results.json`` of a section (None when this checkout has none)."""
-    root = root or Path(__file__).resolve().parents[3]
-    path = root / "docs" / "results" / COMMITTED.get(section, section) / "results.json"
-    return common.read_json(path) if path.is_file() else None
-
-
-def _base_name(name: str) -> str:
-    return name.split(" [variant: ")[0]
-
-
-def with_standard_verdicts(section: str, claims: list[dict], root: Path | None = None) -> list[dict]:
-    """``claims`` with ``standard``: the verdict of the claim of the same name in the committed standard
-    results ("pass", "fail", "info", "invalid"), or "not in the committed results"."""
-    std = committed_results(section, root)
-    verdicts = {} if std is None else {_base_name(c["name"]): common.claim_status(c) for c in std.get("claims", [])}
-    return [{**c, "standard": verdicts.get(_base_name(c["name"]), "not in the committed results")} for c in claims]
-
-
-def assemble(entries: list[dict], preset: str, out: Path, started: float, device: str | None,
-             final: bool = True) -> dict:
-    """The ``reproduce.json`` document from the section entries."""
-    env = common.environment(device)
+def claims_and_summary(entries: list[dict]) -> tuple[list[dict], dict]:
+    """Every claim of the sections, flat (with its section and command), and the summary counts."""
     claims = []
     for e in entries:
         for c in (e["results"] or {}).get("claims") or []:
@@ -408,6 +400,24 @@ def assemble(entries: list[dict], preset: str, out: Path, started: float, device
     counts = {"pass": 0, "fail": 0, "info": 0, "invalid": 0}
     for c in claims:
         counts[common.claim_status(c)] += 1
+    failed = [e["section"] for e in entries if e["status"] == "failed"]
+    without = [e["section"] for e in entries if e["results"] is None]
+    nonfinite = [e["section"] for e in entries if e["results"] is not None and common.first_nonfinite(e["results"]) is not None]
+    unsupported = [f"{e['section']}: {n}" for e in entries
+                   for n in common.unsupported_claims((e["results"] or {}).get("claims") or [])]
+    summary = {**counts, "sections": len(entries), "failed_sections": failed,
+               # judged claims with neither a reference nor an uncertainty (should be none)
+               "claims_without_reference_or_uncertainty": unsupported,
+               "sections_without_results": without,
+               "sections_with_nonfinite_numbers": nonfinite}
+    return claims, summary
+
+
+def assemble(entries: list[dict], preset: str, out: Path, started: float, device: str | None,
+             final: bool = True) -> dict:
+    """The ``reproduce.json`` document from the section entries."""
+    env = common.environment(device)
+    claims, summary = claims_and_summary(entries)
     versions = {k: env[k] for k in ("gahb", "torch", "numpy", "python") if k in env}
     try:
         import matplotlib
@@ -433,12 +443,6 @@ def assemble(entries: list[dict], preset: str, out: Path, started: float, device
         "command": common.command_line(),
         "out_dir": str(out),
         "complete": final,
-        "sections": list(SECTION_NAMES),
+        "sections": [e["section"] for e in entries],
     }
-    failed = [e["section"] for e in entries if e["status"] == "failed"]
-    without = [e["section"] for e in entries if e["results"] is None]
-    nonfinite = [e["section"] for e in entries if e["results"] is not None and common.first_nonfinite(e["results"]) is not None]
-    summary = {**counts, "sections": len(entries), "failed_sections": failed,
-               "sections_without_results": without,
-               "sections_with_nonfinite_numbers": nonfinite}
     return {"meta": meta, "sections": entries, "claims": claims, "summary": summary}
