@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from gahb.cli.common import float_list  # noqa: F401 (gahb.cli.float_list, as before)
+
 # Order here is the order in ``gahb --help``.
 COMMAND_MODULES = ["data", "train", "importer", "denoise", "evaluate", "sample", "restore", "jacobian", "study",
                    "reproduce", "report"]
@@ -18,17 +20,6 @@ COMMAND_MODULES = ["data", "train", "importer", "denoise", "evaluate", "sample",
 
 class GahbError(Exception):
     """An error whose message is meant for the user (printed without a traceback)."""
-
-
-def float_list(text: str) -> tuple[float, ...]:
-    """An argparse type: numbers separated by commas or spaces."""
-    try:
-        vals = tuple(float(v) for v in text.replace(",", " ").split())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
-    if not vals:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return vals
 
 
 def build_parser() -> argparse.ArgumentParser:

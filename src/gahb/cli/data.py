@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+from gahb.cli.common import DEVICE_HELP, HelpFormatter, add_runtime_flags
 
 SPEC_HELP = """\
 dataset specs:
@@ -22,17 +22,12 @@ unless --out is given; training (`gahb train --dataset SPEC`) finds them there.
 
 
 def register(subparsers) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-
-    class Fmt(argparse.RawDescriptionHelpFormatter, fmt):
-        pass
-
     parser = subparsers.add_parser(
         "data", help="prepare and inspect datasets (read, grayscale, deduplicate, cache)",
         description="Prepare datasets as the paper does (crop/resize, RGB mean to gray, remove images "
                     "whose 20x20-pooled correlation with an earlier image exceeds 0.95) and cache them "
                     "for training.",
-        epilog=SPEC_HELP, formatter_class=Fmt)
+        epilog=SPEC_HELP, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -41,7 +36,7 @@ def register(subparsers) -> None:
         description="Read DATASET once, convert to grayscale, remove near-duplicates and write "
                     "images.npy + manifest.json (atomic). Reuses an existing cache built with the same "
                     "settings unless --force.",
-        epilog=SPEC_HELP, formatter_class=Fmt)
+        epilog=SPEC_HELP, formatter_class=HelpFormatter)
     prep.add_argument("dataset", metavar="DATASET", help="dataset spec (see below)")
     prep.add_argument("--size", type=int, default=None,
                       help="output size in pixels (square); default 80 for celeba/lsun, native otherwise")
@@ -56,18 +51,16 @@ def register(subparsers) -> None:
                       help="|correlation| above which the later image of a pair is removed "
                            "(default 0.95 as in the paper; 0.999 for fashion-mnist, see docs)")
     prep.add_argument("--workers", type=int, default=1, help="decoder threads for image folders")
-    prep.add_argument("--device", default="auto", help="device for the dedup pair pass (auto = GPU if present)")
     prep.add_argument("--force", action="store_true", help="rebuild even if a matching cache exists")
-    prep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     prep.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
-    prep.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_runtime_flags(prep, device_help="device for the dedup pair pass: " + DEVICE_HELP, progress="no_progress")
     prep.set_defaults(func=_prepare)
 
     info = sub.add_parser(
         "info", help="show a prepared dataset: pool size, max N per half, manifest",
         description="Show a prepared dataset without rebuilding it: pool size, the largest training "
                     "subset N that keeps S1 and S2 disjoint, and the manifest.",
-        epilog=SPEC_HELP, formatter_class=Fmt)
+        epilog=SPEC_HELP, formatter_class=HelpFormatter)
     info.add_argument("dataset", metavar="DATASET", help="dataset spec or prepared directory")
     info.add_argument("--size", type=int, default=None, help="size the dataset was prepared at")
     info.add_argument("--channels", type=int, choices=(1, 3), default=1, help="channels it was prepared with")
@@ -80,7 +73,7 @@ def register(subparsers) -> None:
     info.add_argument("--verify", choices=("auto", "full", "shape"), default="auto",
                       help="re-hash the array (full), check shape/dtype only, or full up to 1 GiB")
     info.add_argument("--json", action="store_true", help="print JSON")
-    info.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_runtime_flags(info, device=False)
     info.set_defaults(func=_info)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+from gahb.cli.common import HelpFormatter, add_runtime_flags
 
 EPILOG = """\
 The clean image is read at the network's number of channels (colour is averaged to gray for a
@@ -18,24 +18,20 @@ example:
 
 
 def register(subparsers) -> None:
-    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-        pass
-
     p = subparsers.add_parser(
         "denoise", help="add noise to an image and denoise it with a trained network",
         description="Add Gaussian noise of std --sigma (pixel scale [0,1]) to a clean image, denoise it with "
                     "a trained blind denoiser, write the result and the noisy input, print input and output "
                     "PSNR against the clean image.",
-        epilog=EPILOG, formatter_class=Fmt)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
     p.add_argument("--image", required=True, help="clean image file (PNG/JPEG/.npy)")
     p.add_argument("--sigma", type=float, default=0.1, help="noise std on the [0,1] pixel scale")
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise")
     p.add_argument("--out", required=True, help="denoised image path (.png, .jpg, ...)")
     p.add_argument("--noisy-out", default=None, help="noisy image path (default: OUT with a _noisy suffix)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_runtime_flags(p)
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from gahb.cli.common import HelpFormatter, add_runtime_flags
 
 EPILOG = """\
 Protocol (bias_free_denoising's, which produced the published Set68 numbers): full images on [0, 1];
@@ -45,14 +46,11 @@ def parse_sigmas(text: str) -> list[float]:
 
 
 def register(subparsers) -> None:
-    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-        pass
-
     p = subparsers.add_parser(
         "evaluate", help="denoising benchmark: PSNR/SSIM against sigma on a folder of test images",
         description="Measure a blind denoiser on full test images at several noise levels with the standard "
                     "protocol; print the table and write it as JSON.",
-        epilog=EPILOG, formatter_class=Fmt)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder (gahb train or gahb import)")
     p.add_argument("--images", required=True, help="folder of clean test images (e.g. Set12, Set68)")
     p.add_argument("--sigmas", type=parse_sigmas, default=parse_sigmas("10,20,...,100"),
@@ -63,11 +61,8 @@ def register(subparsers) -> None:
     p.add_argument("--clip-noisy", action="store_true", help="clip the noisy image to [0, 1] (not the standard)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by name)")
     p.add_argument("--out", default=None, help="JSON file to write (default: print only)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-optimize", action="store_true", help="run the network as stored (no BF-BN folding)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_runtime_flags(p, threads=True, progress="no_progress")
     p.set_defaults(func=run)
 
 

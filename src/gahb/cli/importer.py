@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from gahb.cli.common import HelpFormatter, add_runtime_flags
 
 EPILOG = """\
 formats:
@@ -40,9 +41,6 @@ def _bool(text: str) -> bool:
 def register(subparsers) -> None:
     from gahb.models.importers import FORMATS
 
-    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-        pass
-
     formats = "\n".join(f"  {f.name:<11} {f.title} ({f.repository}, e.g. {f.example}); returns the "
                         + ("clean estimate" if f.output == "clean" else "residual") for f in FORMATS.values())
     p = subparsers.add_parser(
@@ -50,7 +48,7 @@ def register(subparsers) -> None:
         description="Read a published blind-denoiser checkpoint (universal_inverse_problem, bias_free_denoising, "
                     "or the paper's official code) without running pickled code, rebuild it as a gahb network and "
                     "write a run folder.",
-        epilog=EPILOG.format(formats=formats), formatter_class=Fmt)
+        epilog=EPILOG.format(formats=formats), formatter_class=HelpFormatter)
     p.add_argument("format", choices=[*FORMATS, "auto"], help="checkpoint layout")
     p.add_argument("path", help="the checkpoint file (.pt)")
     p.add_argument("--out", required=True, help="run folder to write (must be empty or absent)")
@@ -64,7 +62,7 @@ def register(subparsers) -> None:
         g.add_argument(f"--{name}-convs", type=int, default=None,
                        help=f"gahb-unet: convolutions per {name} block; read off the keys, checked if given (default 2)")
     p.add_argument("--json", action="store_true", help="print config.json")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_runtime_flags(p, device=False)
     p.set_defaults(func=run)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
+from gahb.cli.common import HelpFormatter, add_runtime_flags
 
 EPILOG = """\
 For each --sigma the clean image x gets the noise sigma*z (one z for all sigma, seeded by --seed);
@@ -28,15 +28,14 @@ examples:
 
 
 def register(subparsers) -> None:
-    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-        pass
+    from gahb.analysis.adaptive_basis import METHODS
 
     p = subparsers.add_parser(
         "jacobian", help="eigen-analysis of a denoiser's Jacobian (geometry-adaptive harmonic bases)",
         description="Compute the Jacobian of a trained blind denoiser at noisy versions of one image, its "
                     "eigendecomposition (the adaptive basis and shrinkage factors of paper eq. 6), its trace "
                     "(effective dimensionality, eq. 7), SURE vs true MSE and the oracle error (eqs. 11-12).",
-        epilog=EPILOG, formatter_class=Fmt)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="clean image file (PNG/JPEG/.npy), read at the network's channels")
@@ -48,7 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--crop", type=int, default=None, metavar="N",
                    help="analyse the central NxN window of the image (e.g. 40 for a dense J of a photograph)")
     p.add_argument("--sigma", type=float, nargs="+", default=[0.05, 0.1, 0.2], help="noise levels (pixel scale)")
-    p.add_argument("--method", choices=["dense", "topk"], default="dense", help="dense J or matrix-free top-k")
+    p.add_argument("--method", choices=METHODS, default="dense", help="dense J or matrix-free top-k")
     p.add_argument("--k", type=int, default=32, help="topk: eigenpairs to compute; dense: all are computed, max(k, 256) eigenvectors are saved")
     p.add_argument("--tol", type=float, default=1e-5, help="Lanczos residual tolerance relative to lambda_1")
     p.add_argument("--block", type=int, default=2,
@@ -67,9 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--count", type=int, default=21, help="montage: number of eigenvectors shown")
     p.add_argument("--no-figures", action="store_true", help="write only the JSON and arrays")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_runtime_flags(p, device="cpu", progress="quiet")
     p.set_defaults(func=run)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+from gahb.cli.common import HelpFormatter, add_runtime_flags
 
 EPILOG = """\
 Judging is a function of each study's results.json alone, so this neither trains nor measures: it
@@ -17,16 +17,13 @@ examples:
 
 
 def register(subparsers) -> None:
-    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-        pass
-
     p = subparsers.add_parser("report", help="re-judge the claims of a reproduction or study from its results, "
                                              "and re-render the report (no training, no measurement)",
                               description="Re-judge claims from results files alone and re-render the report.",
-                              epilog=EPILOG, formatter_class=Fmt)
+                              epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("folder", help="a `gahb reproduce` output folder (reproduce.json) or a `gahb study` folder "
                                   "(results.json)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_runtime_flags(p, device=False)
     p.set_defaults(func=_run)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import textwrap
+from gahb.cli.common import DEVICE_HELP, HelpFormatter, add_runtime_flags
 
 EPILOG = """\
 sections, in order (each written to OUT/<section>/):
@@ -33,9 +33,6 @@ examples:
 def register(subparsers) -> None:
     from gahb.studies.reproduce import PRESETS, SECTION_NAMES, SECTIONS
 
-    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-        pass
-
     sections = "\n".join(f"  {s.name:<11} {s.title}" for s in SECTIONS)
     presets = "\n".join(textwrap.fill(f"{k:<9} {v.scale}", 100, initial_indent="  ", subsequent_indent=" " * 12)
                         for k, v in PRESETS.items())
@@ -44,7 +41,7 @@ def register(subparsers) -> None:
         description="Reproduce the paper in one command: the transition, Jacobian/GAHB, C^alpha, manifold and "
                     "shuffled studies, then one self-contained HTML report with the paper's claims beside our "
                     "measured values.",
-        epilog=EPILOG.format(sections=sections, presets=presets), formatter_class=Fmt)
+        epilog=EPILOG.format(sections=sections, presets=presets), formatter_class=HelpFormatter)
     p.add_argument("--preset", choices=list(PRESETS), default="quick", help="scale of every study")
     p.add_argument("--out", default=None, help="output folder (None: runs/reproduce-PRESET)")
     p.add_argument("--only", nargs="+", choices=list(SECTION_NAMES), default=None, metavar="SECTION",
@@ -52,8 +49,6 @@ def register(subparsers) -> None:
     p.add_argument("--skip", nargs="+", choices=list(SECTION_NAMES), default=None, metavar="SECTION",
                    help="leave these sections out")
     p.add_argument("--dataset", default=None, help="dataset spec for the studies that take one (None: each study preset's)")
-    p.add_argument("--device", default=None, help="cpu, cuda, auto (None: each study preset's)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--section-dir", action="append", default=[], metavar="SECTION=DIR",
                    help="use DIR for SECTION instead of OUT/SECTION, e.g. a study already run with `gahb study` "
                         "(reused when its configuration matches; repeatable)")
@@ -62,8 +57,8 @@ def register(subparsers) -> None:
     p.add_argument("--published-images", default=None, metavar="DIR", help="folder holding Set12/ and Set68/")
     p.add_argument("--rerun", action="store_true",
                    help="recompute sections even when a finished results.json matches (training runs are still reused)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_runtime_flags(p, device=None, device_help=DEVICE_HELP + " (None: each study preset's)", threads=True,
+                      progress="quiet")
     p.set_defaults(func=_run)
 
 

@@ -6,7 +6,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from gahb.cli.sample import _Fmt, add_sampler_arguments, config_from_args, load_for_sampling, parse_seeds, save_npy
+from gahb.cli.sample import add_sampler_arguments, config_from_args, load_for_sampling, parse_seeds, save_npy
+from gahb.cli.common import HelpFormatter, parse_size
 
 EPILOG = """\
 The clean image is measured with an operator M with orthonormal rows (M M^T = I), m = M x, and
@@ -34,12 +35,13 @@ examples:
 
 def register(subparsers) -> None:
     from gahb.sampling import TASKS
+    from gahb.sampling.config import INVERSE_NOISE
 
     p = subparsers.add_parser(
         "restore", help="inpainting, missing pixels, super-resolution, compressive sensing with a denoiser's prior",
         description="Restore an image from linear measurements using the prior implicit in a trained blind "
                     "denoiser (constrained coarse-to-fine sampler), and report PSNR against the original.",
-        epilog=EPILOG, formatter_class=_Fmt)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
     p.add_argument("--image", required=True, help="clean image file (PNG/JPEG/.npy), read at the network's channels")
     p.add_argument("--task", required=True, choices=TASKS, help="measurement operator")
@@ -50,7 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--num", type=int, default=1, help="number of restorations (different seeds)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed of the first restoration")
     p.add_argument("--seeds", default=None, help="explicit comma-separated sampler seeds")
-    p.add_argument("--inverse-noise", choices=["full", "unmeasured"], default="full",
+    p.add_argument("--inverse-noise", choices=INVERSE_NOISE, default="full",
                    help="where the sampler's noise lives (full: as the official code)")
     p.add_argument("--no-reproject", action="store_true",
                    help="return the final denoised image as is (it then satisfies M x = m only approximately)")
@@ -60,19 +62,7 @@ def register(subparsers) -> None:
 
 
 def _parse_block(block: str | None) -> tuple[int, int] | None:
-    from gahb.cli import GahbError
-
-    if block is None:
-        return None
-    try:
-        parts = [int(s) for s in block.lower().replace("x", " ").replace(",", " ").split()]
-    except ValueError:
-        raise GahbError(f"--block must be HxW, got {block!r}") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2:
-        raise GahbError(f"--block must be HxW, got {block!r}")
-    return parts[0], parts[1]
+    return None if block is None else parse_size(block, "--block")
 
 
 def run(args) -> int:

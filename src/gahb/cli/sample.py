@@ -6,6 +6,7 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+from gahb.cli.common import HelpFormatter, add_runtime_flags, parse_size
 
 EPILOG = """\
 Sampler (paper App. A.2, Algorithm 1): x_0 ~ N(init_mean, sigma_0^2); each step evaluates the
@@ -35,13 +36,10 @@ examples:
 """
 
 
-class _Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
-
-
 def add_sampler_arguments(p: argparse.ArgumentParser) -> None:
     """Sampler preset and overrides, shared by ``gahb sample`` and ``gahb restore``."""
     from gahb.sampling import PRESETS, STEP_RULES
+    from gahb.sampling.config import DTYPES
 
     g = p.add_argument_group("sampler (overrides of the preset; unset = preset value)")
     g.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="sampler preset")
@@ -53,15 +51,13 @@ def add_sampler_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--step-rule", choices=STEP_RULES, default=None, help="step-size rule")
     g.add_argument("--max-steps", type=int, default=None, help="evaluations before a sample is stopped")
     g.add_argument("--divergence-bound", type=float, default=None, help="sigma_t above this = diverged")
-    g.add_argument("--dtype", choices=["float32", "float64"], default=None, help="working precision")
+    g.add_argument("--dtype", choices=DTYPES, default=None, help="working precision")
     r = p.add_argument_group("execution")
     r.add_argument("--batch-size", type=int, default=64, help="samples advanced together")
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     r.add_argument("--no-optimize", action="store_true",
                    help="run the network as stored instead of with BF-BN folded into the convolutions and "
                         "channels_last (same function up to float rounding, faster)")
-    r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    r.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_runtime_flags(r, progress="no_progress")
 
 
 def config_from_args(args):
@@ -108,15 +104,7 @@ def image_shape(config: dict, size: str | None) -> tuple[int, int, int]:
 
     channels = int(config.get("model", {}).get("channels", 1))
     if size:
-        try:
-            parts = [int(s) for s in size.lower().replace("x", " ").replace(",", " ").split()]
-        except ValueError:
-            raise GahbError(f"--size must be H or HxW, got {size!r}") from None
-        if len(parts) == 1:
-            parts = parts * 2
-        if len(parts) != 2 or min(parts) < 1:
-            raise GahbError(f"--size must be H or HxW, got {size!r}")
-        return (channels, parts[0], parts[1])
+        return (channels, *parse_size(size, "--size"))
     shape = config.get("image_shape")
     if shape and len(shape) == 3:
         return tuple(int(s) for s in shape)
@@ -141,7 +129,7 @@ def register(subparsers) -> None:
         "sample", help="draw samples from a trained denoiser's implicit prior",
         description="Draw samples from the prior implicit in a trained blind denoiser with the stochastic "
                     "coarse-to-fine sampler of Kadkhodaie & Simoncelli (paper App. A.2, Algorithm 1).",
-        epilog=EPILOG, formatter_class=_Fmt)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
     p.add_argument("--num", type=int, default=16, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="seed of the first sample (sample i uses seed + i)")

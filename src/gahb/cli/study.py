@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+from gahb.cli.common import DEVICE_HELP, HelpFormatter, add_runtime_flags
 
 EPILOG = """\
 presets: test (seconds; for the test suite), quick (minutes on a CPU), standard (the acceptance runs,
@@ -27,28 +27,22 @@ examples:
 def register(subparsers) -> None:
     from gahb.studies import PRESET_NAMES, STUDIES
 
-    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-        pass
-
     p = subparsers.add_parser(
         "study", help="run a study of the paper (transition, calpha, manifold, shuffled)",
         description="Run one of the paper's experiments end to end: train the denoisers it needs, "
                     "measure, and write a JSON of every number with figures.\n\n"
                     + "\n".join(f"  {k:<11} {v}" for k, v in STUDIES.items()),
-        epilog=EPILOG, formatter_class=Fmt)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("name", choices=list(STUDIES), help="which study")
     p.add_argument("--preset", choices=list(PRESET_NAMES), default="quick", help="scale of the study")
     p.add_argument("--out", default=None, help="output folder (default: runs/study-NAME-PRESET)")
     p.add_argument("--dataset", default=None, help="dataset spec, for studies that take one (transition, shuffled)")
     p.add_argument("--weights", default=None, help="published: folder holding the published checkpoints")
     p.add_argument("--images", default=None, help="published: folder holding Set12/ and Set68/")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, auto (default: the preset's)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a Config field (repeatable)")
     p.add_argument("--show-config", action="store_true", help="print the resolved Config as JSON and exit")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_runtime_flags(p, device=None, device_help=DEVICE_HELP + " (None: the preset's)", threads=True, progress="quiet")
     p.set_defaults(func=_run)
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 from gahb.cli import float_list
+from gahb.cli.common import HelpFormatter, add_runtime_flags
 
 EPILOG = """\
 presets (--preset; any flag below overrides the preset's value):
@@ -38,20 +38,22 @@ examples:
 
 
 def register(subparsers) -> None:
-    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-        pass
+    from gahb.data.splits import SUBSETS
+    from gahb.models.config import ARCHITECTURES
+    from gahb.training.config import EVAL_UNITS, LOSS_WEIGHTS, LR_UNITS, NOISE_LAWS
+    from gahb.training.config import PRESETS as TRAIN_PRESETS
 
     p = subparsers.add_parser(
         "train", help="train a blind bias-free denoiser (UNet or BF-CNN) on a subset of N images",
         description="Train a blind, bias-free denoiser on a training subset (S1 or S2) of N images: "
                     "residual MSE against fresh Gaussian noise with one sigma per image (paper eq. 4), "
                     "Adam, tiled epochs, atomic checkpoints and exact resume.",
-        epilog=EPILOG, formatter_class=Fmt)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="fashion-mnist", help="dataset spec (see `gahb data --help`)")
     d.add_argument("--n", "--n-train", dest="n", type=int, default=1000,
                    help="training-set size N (spell it --n-train under torchrun, whose parser finds --n ambiguous)")
-    d.add_argument("--subset", default="s1", choices=("s1", "s2"), help="which disjoint half")
+    d.add_argument("--subset", default="s1", choices=SUBSETS, help="which disjoint half")
     d.add_argument("--data-seed", type=int, default=0, help="seed of the pool permutation defining S1/S2/test")
     d.add_argument("--n-test", type=int, default=None, help="held-out test-set size (default: the data module's)")
     d.add_argument("--size", type=int, default=None, help="image size the dataset is prepared at")
@@ -61,13 +63,13 @@ def register(subparsers) -> None:
     m = p.add_argument_group("model (default: the preset's)")
     m.add_argument("--model-preset", default=None,
                    help="named architecture: unet-20/40/80/160, unet-small, unet-tiny, bfcnn")
-    m.add_argument("--arch", choices=("unet", "bfcnn"), default=None, help="architecture")
+    m.add_argument("--arch", choices=ARCHITECTURES, default=None, help="architecture")
     m.add_argument("--blocks", type=int, default=None, help="UNet blocks (scales)")
     m.add_argument("--width", type=int, default=None, help="channels of the first block / BF-CNN layers")
     m.add_argument("--layers", type=int, default=None, help="BF-CNN convolution layers")
 
     o = p.add_argument_group("optimisation")
-    o.add_argument("--preset", default="standard", choices=("quick", "standard", "paper"), help="training preset")
+    o.add_argument("--preset", default="standard", choices=sorted(TRAIN_PRESETS), help="training preset")
     budget = o.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, default=None, help="number of (tiled) epochs")
     budget.add_argument("--steps", type=int, default=None, help="total optimizer steps instead of epochs")
@@ -75,12 +77,12 @@ def register(subparsers) -> None:
     o.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     o.add_argument("--images-per-epoch", type=int, default=None, help="images per tiled epoch")
     o.add_argument("--lr-halve-every", type=float, default=None, help="halve the lr every this many units (0: never)")
-    o.add_argument("--lr-halve-unit", choices=("epoch", "step", "fraction"), default=None,
+    o.add_argument("--lr-halve-unit", choices=LR_UNITS, default=None,
                    help="unit of --lr-halve-every (fraction = of the total steps)")
-    o.add_argument("--noise", choices=("quadratic", "uniform"), default=None,
+    o.add_argument("--noise", choices=NOISE_LAWS, default=None,
                    help="sigma law: sigma_max*u^2 (official code) or sigma_max*u, u ~ U(0,1)")
     o.add_argument("--sigma-max", type=float, default=None, help="largest noise std (pixel scale)")
-    o.add_argument("--loss-weight", choices=("none", "eps", "eps-small"), default=None,
+    o.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default=None,
                    help="per-image loss weight: none (the paper's), eps (error / (sigma^2 + 0.01^2), "
                         "DDPM's noise-prediction loss; trains small noise as much as large) or eps-small "
                         "(error * (1 + (0.1 / sigma)^2): unweighted above sigma = 0.1, noise-prediction below; "
@@ -94,22 +96,19 @@ def register(subparsers) -> None:
     e.add_argument("--eval-images", type=int, default=None, help="fixed train and test images evaluated")
     e.add_argument("--eval-sigmas", type=float_list, default=None, help="comma-separated sigmas of the PSNR sweep")
     e.add_argument("--eval-every", type=int, default=None, help="evaluate every this many --eval-unit")
-    e.add_argument("--eval-unit", choices=("epoch", "step"), default=None, help="unit of --eval-every")
+    e.add_argument("--eval-unit", choices=EVAL_UNITS, default=None, help="unit of --eval-every")
     e.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every this many steps (0: only at evaluations)")
 
     r = p.add_argument_group("runtime")
     r.add_argument("--out", required=True, help="run folder (created; resumed if it holds an unfinished run)")
     r.add_argument("--fresh", action="store_true", help="delete the run files in --out and start over")
     r.add_argument("--force", action="store_true", help="resume even if the settings or data differ from the saved run")
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     r.add_argument("--bf16", action="store_true", help="bf16 autocast for training (CUDA only)")
     r.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     r.add_argument("--compile", action="store_true", help="torch.compile the training step (CUDA only)")
     r.add_argument("--noise-on-device", action="store_true", help="draw training noise on the GPU (faster, different stream)")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     r.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_runtime_flags(r, threads=True, progress="no_progress")
     p.set_defaults(func=run)
 
 

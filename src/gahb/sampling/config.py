@@ -20,6 +20,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 STEP_RULES = ("increasing", "constant")
+DTYPES = ("float32", "float64")
+INVERSE_NOISE = ("full", "unmeasured")
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,10 @@ class SamplerConfig:
             raise ValueError(f"step_rule must be one of {STEP_RULES}, got {self.step_rule!r}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.inverse_noise not in ("full", "unmeasured"):
-            raise ValueError(f"inverse_noise must be 'full' or 'unmeasured', got {self.inverse_noise!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.inverse_noise not in INVERSE_NOISE:
+            raise ValueError(f"inverse_noise must be one of {INVERSE_NOISE}, got {self.inverse_noise!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 
     def step_size(self, t: int) -> float:
         """h_t for step t = 1, 2, ..."""

@@ -86,7 +86,7 @@ def fixed_noise_image(shape, seed: int) -> torch.Tensor:
 
 def jacobian_analysis(denoiser, x: torch.Tensor, sigma: float, *, k: int = 32, dense_max: int = 4096,
                       seed: int = 0, noise: torch.Tensor | None = None, block: int = 1, progress: bool = False):
-    """Eigen-analysis of the denoiser Jacobian at y = x + sigma z (paper section 3; spec 7.2).
+    """Eigen-analysis of the denoiser Jacobian at y = x + sigma z (paper section 3, eqs. 6-7).
 
     Dense J and a full eigendecomposition of its symmetric part when d <= ``dense_max``, else the
     top ``k`` eigenpairs by Lanczos. ``noise`` (z, shaped like x) defaults to a draw seeded by

@@ -132,7 +132,7 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
                             for n in ns)))
     lo_sigma = [per_n[n]["subsets"]["s1"]["distance_to_empirical"]["test"]["distance"][0] for n in ns]
     claims.append(claim("small-N networks track the empirical denoiser, large-N networks leave it",
-                        "memorising networks approximate f_emp (spec 11.1)",
+                        "memorising networks approximate f_emp, the optimum on the training set (section 2)",
                         {str(n): float(f"{v:.3g}") for n, v in zip(ns, lo_sigma)}, None,
                         detail=f"||f_net - f_emp||^2/d on held-out images at sigma = {cfg.emp_sigmas[0]}"))
     claims.append(_failures_claim(cfg, ns, per_n))

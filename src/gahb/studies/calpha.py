@@ -1,6 +1,6 @@
 """Study ``calpha``: denoising slopes on geometric C^alpha images against the optimal alpha/(alpha+1).
 
-Paper section 4, Fig. 4 (spec 7.1 eq. 13 and 8.1). For images made of C^alpha regions separated by
+Paper section 4, Fig. 4, eq. 13 (App. D.4). For images made of C^alpha regions separated by
 C^alpha contours, the minimax MSE decays as sigma^(2 alpha / (alpha + 1)), so output PSNR against
 input PSNR has asymptotic slope alpha / (alpha + 1). The paper trains one UNet per alpha on 10^5
 images (80x80) and measures slopes 0.46, 0.61, 0.75, 0.83 for alpha = 1, 2, 3, 5 (optimal 0.50,

@@ -1,6 +1,6 @@
 """Study ``manifold``: disks, a 5-dimensional manifold; Jacobian eigenvectors vs its tangent space.
 
-Paper section 4, Fig. 5 (spec 7.3 and 8.2). Disks with random centre (2), radius and foreground
+Paper section 4, Fig. 5. Disks with random centre (2), radius and foreground
 and background intensities form a 5-dimensional manifold. At small noise the optimal denoiser
 projects onto its tangent space: 5 eigenvalues near 1 and the rest 0, MSE = 5 sigma^2 / d per
 pixel, output PSNR = input PSNR + 10 log10(d / 5) (slope 1). The paper finds that the top five

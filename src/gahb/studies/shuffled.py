@@ -4,7 +4,7 @@ A fixed permutation P of the pixels is an invertible linear map, so the optimal 
 shuffled images is exactly as good as that of the originals (unshuffle, denoise, reshuffle): the
 density is the same up to P. A convolutional network's inductive biases (locality, the
 geometry-adaptive harmonic bases of the paper) are tied to the pixel grid, however, and the
-paper finds a much lower PSNR and a slower eigenvalue decay on shuffled faces (spec 7.3, 8.4).
+paper finds a much lower PSNR and a slower eigenvalue decay on shuffled faces (App. C.3, Fig. 21).
 
 This study trains the same architecture with the same schedule on a dataset (default
 Fashion-MNIST, the real-image dataset installed with gahb; any ``gahb.data`` spec, including

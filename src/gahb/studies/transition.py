@@ -9,8 +9,10 @@ deduplicated pool (section 6.2), then:
   paired samples and between each sample and its nearest image of its own training set, exact
   search (Fig 2), with sample grids showing the nearest training images;
 * the distance between each network and the closed-form empirical (memorising) denoiser of its own
-  training set, per sigma (spec 11.1): memorising networks track it, generalising ones leave it;
-* the patch-collage analysis of the samples (copies vs collages of training patches; spec 6.2).
+  training set, per sigma (the posterior mean under the training set's empirical distribution, the
+  optimum of eq. 4 on a finite set): memorising networks track it, generalising ones leave it;
+* the patch-collage analysis of the samples (copies vs collages of training patches,
+  as the paper describes for LSUN bedrooms at N = 100).
 
 Sampler: the paper's Fig 2 uses its stochastic sampler (Algorithm 1, beta = 0.1), the default here;
 Figs 13-14 use the deterministic one (beta = 1). Both Fig 2 claims are judged with every sampler
@@ -53,7 +55,7 @@ from gahb.studies.common import runs_dir as study_runs_dir
 NAME = "transition"
 # Results written before a field existed had this value (reproduce reuses them only if it matches).
 LEGACY_VALUES = {"loss_weight": "none", "bn_recalibration_batches": 0}
-GRID_PSNRS = tuple(float(p) for p in range(0, 43, 3))  # the paper's 0-42 dB axis (spec 6.1)
+GRID_PSNRS = tuple(float(p) for p in range(0, 43, 3))  # the paper's 0-42 dB axis (Fig 1)
 
 
 @dataclass(frozen=True)
@@ -408,7 +410,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
                                                      f"{cfg.n_samples} failed" for s in ("s1", "s2")) for n in ns})
     _empirical_figure(per_n, fig("distance_to_empirical.png",
                                  "Mean squared distance between f_S1 and the empirical (memorising) denoiser of "
-                                 "S1 per sigma, on training and held-out images (spec 11.1)."))
+                                 "S1 per sigma, on training and held-out images."))
     watch.lap("figures")
 
     # -- claims ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Typed training configuration, presets and the derived schedule (paper App. A.1; spec section 4).
+"""Typed training configuration, presets and the derived schedule (paper App. A.1).
 
 A run is fully described by a :class:`TrainConfig` (plus the training images). It is dumped into
 ``config.json`` beside the weights and into ``state.pt``, and a resumed run must match it.
@@ -9,8 +9,8 @@ Presets
     The official schedule: batch 512, Adam lr 1e-3 halved every 100 epochs, 1000 epochs of
     about 250,000 images each (the training set is tiled ``max(1, floor(250000 / N))`` times per
     epoch), sigma = u^2 with u ~ U(0, 1), the 80x80 UNet (3 blocks, width 64), 512 held-out images
-    for the per-epoch evaluation. About 4.9e5 steps: GPU territory (spec section 4 estimates
-    10-20 h per model on one H100).
+    for the per-epoch evaluation. About 4.9e5 steps, some 5.7e18 FLOP per model: GPU territory
+    (roughly 10-20 h per model on one H100).
 ``standard``
     A CPU-sized version for 28x28 Fashion-MNIST with the small UNet (2 blocks, width 32):
     batch 64, 10 epochs of 20,000 images (200k images seen, about 3,130 steps), lr 1e-3 halved
@@ -241,7 +241,7 @@ class Schedule:
 
 
 def make_schedule(cfg: TrainConfig, n_train: int) -> Schedule:
-    """Tile, batch and count steps as the official code does (spec 2.5): n = max(1, floor(E / N))."""
+    """Tile, batch and count steps as the official code does: n = max(1, floor(E / N))."""
     if n_train < 1:
         raise ValueError("the training set is empty")
     tiles = max(1, cfg.images_per_epoch // n_train)

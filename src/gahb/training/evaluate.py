@@ -1,4 +1,4 @@
-"""Evaluation during training and one-image denoising (spec 6.1 definitions of PSNR).
+"""Evaluation during training and one-image denoising (PSNR as in the paper's Fig 1: 10 log10(1/MSE) per image, averaged).
 
 The per-epoch numbers must be comparable across epochs and across resumed sessions, so the
 evaluation uses fixed images (the first ``k`` training and the first ``k`` held-out images) and
