@@ -120,7 +120,7 @@ def test_strokes_at_the_smallest_diverging_budget_converge_with_the_quick_recipe
 
     torch.set_num_threads(2)
     split = load_split("synthetic:strokes:size=28", n=1, subset="s1", seed=0, n_test=8)
-    recipe = get_config("transition", "quick")
+    recipe = get_config("transition", "quick").train
     steps, batch = 150, 32
     epochs = recipe.steps * recipe.batch_size / recipe.images_per_epoch  # the recipe's lr schedule, scaled
     cfg = make_config("quick", model="unet-tiny", steps=steps, images_per_epoch=round(steps * batch / epochs),

@@ -69,15 +69,16 @@ def test_study_cli_show_config_and_bad_setting(tiny_pool, capsys):
     dataset, _ = tiny_pool
     assert cli_main(["study", "transition", "--preset", "test", "--dataset", dataset, "--show-config"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["dataset"] == dataset and shown["model"] == "unet-tiny"
+    assert shown["dataset"] == dataset and shown["train"]["model"] == "unet-tiny"  # the training recipe, nested
     assert cli_main(["study", "transition", "--preset", "test", "--set", "no_such_field=1"]) == 1
     assert "unknown setting" in capsys.readouterr().err
 
 
 def test_min_epochs_raises_large_n_budgets_and_keeps_small_n_measurements():
     from gahb.studies.transition import Config, _budget, _measure_config, _train_config
+    from gahb.training.recipe import Recipe
 
-    cfg = Config(steps=1000, images_per_epoch=16_000, batch_size=64, min_epochs=4)
+    cfg = Config(train=Recipe(steps=1000, images_per_epoch=16_000, batch_size=64, min_epochs=4))
     assert _budget(cfg, 10_000) == (1000, 16_000)  # 4 passes = 625 steps: the floor of 1000 holds
     steps, ipe = _budget(cfg, 34_475)
     assert steps == 2155 and steps * 64 >= 4 * 34_475
@@ -85,10 +86,10 @@ def test_min_epochs_raises_large_n_budgets_and_keeps_small_n_measurements():
     tc = _train_config(cfg, "s1", 34_475)
     assert (tc.steps, tc.images_per_epoch) == (2155, ipe)
     # Measurements of N whose budget min_epochs leaves alone keep the key they had without it.
-    plain = Config(steps=1000, images_per_epoch=16_000, batch_size=64)
+    plain = Config(train=Recipe(steps=1000, images_per_epoch=16_000, batch_size=64))
     assert _measure_config(cfg, 10_000) == _measure_config(plain, 10_000)
     assert _measure_config(cfg, 34_475) != _measure_config(plain, 34_475)
-    assert _budget(Config(), 34_475) == (None, Config().images_per_epoch)  # tiled epochs: untouched
+    assert _budget(Config(), 34_475) == (None, Config().train.images_per_epoch)  # tiled epochs: untouched
 
 
 def test_the_claims_are_a_function_of_results_json_alone(tmp_path):

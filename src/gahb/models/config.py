@@ -9,7 +9,7 @@ from torch import nn
 ARCHITECTURES = ("unet", "bfcnn")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a blind bias-free denoiser.
 
@@ -34,7 +34,7 @@ class ModelConfig:
     pool_window: int = 2
 
     def __post_init__(self) -> None:
-        self.arch = self.arch.lower().replace("-", "").replace("_", "")
+        object.__setattr__(self, "arch", self.arch.lower().replace("-", "").replace("_", ""))
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; choose one of {ARCHITECTURES}")
         if self.channels < 1 or self.width < 1:

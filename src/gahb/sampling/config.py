@@ -142,28 +142,12 @@ PRESETS: dict[str, SamplerConfig] = {
 def parse_spec(spec: str) -> tuple[str, dict]:
     """Split a sampler spec ``"NAME"`` or ``"NAME:key=value,key=value"`` into the preset name and
     its typed overrides, e.g. ``"paper:beta=0.2"`` (the paper's sampler with beta = 0.2). Specs keep
-    study configs plain strings (JSON-able, comparable) while naming any sampler."""
-    name, _, rest = str(spec).partition(":")
-    overrides: dict = {}
-    if rest:
-        defaults = SamplerConfig()
-        names = sorted(f.name for f in fields(SamplerConfig))
-        for item in rest.split(","):
-            key, eq, value = item.partition("=")
-            key, value = key.strip(), value.strip()
-            if not eq or key not in names:
-                raise ValueError(f"bad sampler spec {spec!r}: {item!r} is not KEY=VALUE with KEY one of {names}")
-            kind = type(getattr(defaults, key))  # the field's type, read off its default
-            try:
-                if kind is bool:
-                    if value.lower() not in ("true", "false", "1", "0"):
-                        raise ValueError(value)
-                    overrides[key] = value.lower() in ("true", "1")
-                else:
-                    overrides[key] = kind(value)
-            except ValueError:
-                raise ValueError(f"bad sampler spec {spec!r}: {key} = {value!r} is not a {kind.__name__}") from None
-    return name.strip(), overrides
+    study configs plain strings (JSON-able, comparable) while naming any sampler. Values are typed
+    by the :class:`SamplerConfig` field they set (:func:`gahb.utils.config.parse_value`)."""
+    from gahb.utils.config import field_types
+    from gahb.utils.config import parse_spec as parse
+
+    return parse(spec, field_types(SamplerConfig()), "sampler spec")
 
 
 def get_config(preset: str | SamplerConfig | None = "paper", **overrides) -> SamplerConfig:

@@ -8,42 +8,6 @@ import numpy as np
 import torch
 
 
-def model_config(model):
-    """A ModelConfig from a preset name ("unet-small") or a dict of ModelConfig fields."""
-    from gahb.models import MODEL_PRESETS, ModelConfig
-
-    if isinstance(model, str):
-        if model not in MODEL_PRESETS:
-            raise ValueError(f"unknown model preset {model!r}; choose one of {sorted(MODEL_PRESETS)} "
-                             "or give a dict of ModelConfig fields")
-        return ModelConfig.from_dict(MODEL_PRESETS[model].to_dict())
-    if isinstance(model, dict):
-        base = MODEL_PRESETS["unet-small"].to_dict()
-        base.update(model)
-        return ModelConfig.from_dict(base)
-    raise TypeError(f"model must be a preset name or a dict, got {type(model).__name__}")
-
-
-def train_config(cfg, n_train: int, seed: int | None = None):
-    """The TrainConfig of a study config with the shared training fields.
-
-    Fields used: ``train_preset``, ``model``, ``epochs``, ``images_per_epoch`` (None: one pass
-    over the ``n_train`` images per epoch), ``batch_size``, ``lr``, ``lr_halve_every``,
-    ``eval_images``, ``seed``, ``device``, and ``sigma_max`` (default 1) and ``loss_weight``
-    (default "none", the paper's loss) when the config has them.
-    """
-    from gahb.training.config import make_config
-
-    ipe = cfg.images_per_epoch if cfg.images_per_epoch else n_train
-    return make_config(cfg.train_preset, model=model_config(cfg.model), epochs=int(cfg.epochs),
-                       images_per_epoch=int(ipe), batch_size=int(cfg.batch_size), lr=float(cfg.lr),
-                       lr_halve_every=cfg.lr_halve_every, lr_halve_unit="epoch",
-                       eval_images=int(cfg.eval_images), eval_every=1, eval_unit="epoch",
-                       sigma_max=float(getattr(cfg, "sigma_max", 1.0)),
-                       loss_weight=str(getattr(cfg, "loss_weight", "none")),
-                       seed=int(cfg.seed if seed is None else seed), device=cfg.device)
-
-
 def run_summary(run_dir: str | os.PathLike) -> dict:
     """The last evaluation of a run (step, images seen, losses, PSNRs, wall time), JSON-able."""
     from gahb.training.loop import read_metrics

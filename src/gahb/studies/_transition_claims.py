@@ -21,10 +21,10 @@ def median(d: dict | None) -> float | None:
 
 def judge(results: dict) -> list[dict]:
     """The claims of a transition study from its ``results.json`` alone (re-judging without re-running)."""
+    from gahb.studies.common import config_from_dict
     from gahb.studies.transition import Config
 
-    fields = set(Config.__dataclass_fields__)
-    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items() if k in fields})
+    cfg = config_from_dict(Config, results["config"])
     numbers = results["numbers"]
     per_n = {int(k): v for k, v in numbers["per_n"].items()}
     return label_variant(transition_claims(cfg, [int(n) for n in numbers["ns"]], per_n), results["config"])

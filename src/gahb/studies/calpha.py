@@ -23,11 +23,10 @@ import torch
 
 from gahb.studies import common
 from gahb.studies import _synthetic as syn
+from gahb.training.recipe import Recipe
+from gahb.utils.config import before_values, runtime
 
 PAPER_SLOPES = {1.0: 0.46, 2.0: 0.61, 3.0: 0.75, 5.0: 0.83}  # paper Fig. 4 (UNet, 80x80, 1e5 images)
-# Fields added with a default that changes what older configurations computed: the value results
-# written before the field existed had (``gahb reproduce`` will not reuse them for another value).
-LEGACY_VALUES = {"loss_weight": "none"}
 
 
 @dataclass(frozen=True)
@@ -37,27 +36,10 @@ class Config:
     variant: str = "code"  # C^alpha generator variant (gahb.data.synthetic.calpha_images)
     n_train: int = 16_000  # generated training images per alpha
     n_test: int = 128  # held-out images for the PSNR curves
-    model: object = "unet-small"  # model preset name or dict of ModelConfig fields
-    train_preset: str = "standard"
-    epochs: int = 4
-    images_per_epoch: int | None = None  # None: one pass over the n_train images per epoch
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_halve_every: float | None = 1  # 1e-3 halved after each of the 4 epochs (ends at 6.25e-5)
-    eval_images: int = 32  # images of the per-epoch training-time evaluation
-    # Largest training noise: the paper's [0, 1].
-    sigma_max: float = 1.0
-    # Training loss weight (TrainConfig.loss_weight). With the paper's unweighted loss, which
-    # scales with sigma^2, a CPU-sized run spends its gradient on large noise and leaves the
-    # small-noise end of the fit window least trained: the curves bent below a line from ~20 dB
-    # and output PSNR saturated near 34 dB, so the slopes came out 0.41/0.49/0.56/0.53 for
-    # alpha = 1/2/3/5. "eps" (DDPM's noise-prediction loss, each level weighted by 1/sigma^2) trains
-    # every level alike. Probes of alpha = 5 alone (1000 steps): 0.53 with the old preset (unweighted,
-    # lr halved every 2 epochs), 0.68 unweighted with sigma_max = 0.4 and lr halved every epoch,
-    # 0.83 with "eps" and sigma_max = 0.4, 0.81 with "eps" and sigma_max = 1. The committed standard
-    # results (docs/results/calpha) used "eps" and are labelled as that variant; the default is the
-    # paper's loss, as in every study.
-    loss_weight: str = "none"
+    # How each network trains: the paper's loss (eq. 4) on sigma in [0, 1], 4 epochs of the n_train
+    # images with the lr halved after each (1e-3 -> 6.25e-5). The committed eps-loss results are a
+    # labelled variant (loss_weight=eps; docs/results/calpha/README.md records why and the probes).
+    train: Recipe = Recipe(epochs=4, lr_halve_every=1, eval_images=32)
     input_psnrs: tuple = tuple(range(0, 41, 2))  # evaluated input PSNRs (dB)
     # Input-PSNR window (dB) of the least-squares slope, fixed before any standard run: the paper's
     # 0-34 dB axis without its high-noise end (< 10 dB: sigma above the image contrast, where a
@@ -70,23 +52,28 @@ class Config:
     examples_psnr: float = 18.0  # input PSNR of the example images in the figure
     seed: int = 0  # training seed
     data_seed: int = 0  # generator streams: test 3*seed, training 3*seed+1 (gahb.data.synthetic_split)
-    runs_dir: str | None = None  # where the trained runs go (default: OUT/runs)
+    runs_dir: str | None = runtime(None)  # where the trained runs go (default: OUT/runs)
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = runtime(None)
 
+
+# the value results written before a field existed had (reproduce reuses them only for that value)
+LEGACY_VALUES = before_values(Config)
 
 PRESETS = {
     # seconds, for the test suite: a tiny network, a few hundred images
-    "test": Config(alphas=(1.0, 5.0), size=16, n_train=256, n_test=8, model="unet-tiny", epochs=1,
-                   eval_images=8, input_psnrs=(6, 12, 18, 24, 30), fit_window=(12.0, 30.0),
-                   sensitivity_windows=((6.0, 18.0),)),
+    "test": Config(alphas=(1.0, 5.0), size=16, n_train=256, n_test=8,
+                   train=Config().train.but(model="unet-tiny", epochs=1, eval_images=8),
+                   input_psnrs=(6, 12, 18, 24, 30), fit_window=(12.0, 30.0), sensitivity_windows=((6.0, 18.0),)),
     # about 2.5 min on one CPU thread (4 x ~30 s of training)
-    "quick": Config(size=32, n_train=8_000, n_test=64, model="unet-tiny", epochs=2, lr_halve_every=None),
+    "quick": Config(size=32, n_train=8_000, n_test=64,
+                    train=Config().train.but(model="unet-tiny", epochs=2, lr_halve_every=None)),
     # the acceptance run: about 34 min on one CPU thread beside another job (4 x ~8.3 min of training)
     "standard": Config(),
     # the paper's recipe (GPU): 80x80, 1e5 images per alpha, the 7.6M UNet, the paper's schedule
-    "paper": Config(size=80, n_train=100_000, n_test=512, model="unet-80", train_preset="paper", epochs=1000,
-                    images_per_epoch=250_000, batch_size=512, lr_halve_every=100, loss_weight="none", eval_images=512,
+    "paper": Config(size=80, n_train=100_000, n_test=512,
+                    train=Recipe(train_preset="paper", model="unet-80", epochs=1000, images_per_epoch=250_000,
+                                 batch_size=512, lr_halve_every=100, eval_images=512),
                     input_psnrs=tuple(range(0, 37, 2)), fit_window=(10.0, 34.0), device="auto"),
 }
 
@@ -109,10 +96,10 @@ def _example_figure(curves: dict, fits: dict, examples: dict, cfg: Config, path)
     colors = plt.cm.viridis(np.linspace(0.05, 0.85, ncol))
     lo, hi = cfg.fit_window
     ax.axvspan(lo, hi, color="0.92", zorder=0, label="fit window")
-    if cfg.sigma_max < 1:
+    if cfg.train.sigma_max < 1:
         from gahb.analysis.metrics import input_psnr
 
-        ax.axvspan(min(cfg.input_psnrs), input_psnr(cfg.sigma_max), facecolor="none", edgecolor="0.75",
+        ax.axvspan(min(cfg.input_psnrs), input_psnr(cfg.train.sigma_max), facecolor="none", edgecolor="0.75",
                    hatch="//", lw=0, zorder=0, label="above training σ")
     for a, c in zip(alphas, colors):
         cur, fit = curves[a], fits[a]
@@ -193,7 +180,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         split = load_split(dataset_spec(cfg, alpha), n=cfg.n_train, subset="s1", seed=cfg.data_seed,
                            n_test=cfg.n_test, progress=False)
         watch.lap(f"data_alpha{alpha:g}")
-        tcfg = syn.train_config(cfg, cfg.n_train)
+        tcfg = cfg.train.train_config(cfg.n_train, seed=cfg.seed, device=cfg.device)
         run_dir = runs / f"alpha{alpha:g}"
         t0 = time.perf_counter()
         model = common.train_or_reuse(tcfg, split.train, split.test, run_dir, progress=progress,

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gahb.utils.config import apply_overrides  # noqa: F401 (the study --set parser, gahb.studies.common.apply_overrides)
 from gahb.utils.io import atomic_write_json, read_json
 
 RESULT_KEYS = ("study", "preset", "config", "claims", "numbers", "figures", "wall_time_s",
@@ -36,45 +37,6 @@ RESULT_KEYS = ("study", "preset", "config", "claims", "numbers", "figures", "wal
 # -- configs -------------------------------------------------------------------------------------
 def config_to_dict(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-
-
-def _parse_value(text: str, current: Any) -> Any:
-    """Parse a ``--set`` value: JSON first (numbers, lists, null, true), else the raw string."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = text
-    if isinstance(current, tuple) and isinstance(value, list):
-        value = tuple(value)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    return value
-
-
-def apply_overrides(cfg, overrides: list[str] | dict | None):
-    """A copy of the dataclass ``cfg`` with ``["key=value", ...]`` (or a dict) applied.
-
-    Unknown keys are an error that lists the valid ones.
-    """
-    if not overrides:
-        return cfg
-    fields = {f.name for f in dataclasses.fields(cfg)}
-    if isinstance(overrides, dict):
-        items = list(overrides.items())
-    else:
-        items = []
-        for item in overrides:
-            if "=" not in item:
-                raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-            key, text = item.split("=", 1)
-            key = key.strip().replace("-", "_")
-            if key not in fields:
-                raise ValueError(f"unknown setting {key!r} for {type(cfg).__name__}; valid: {sorted(fields)}")
-            items.append((key, _parse_value(text, getattr(cfg, key))))
-    for key, _ in items:
-        if key not in fields:
-            raise ValueError(f"unknown setting {key!r} for {type(cfg).__name__}; valid: {sorted(fields)}")
-    return dataclasses.replace(cfg, **dict(items))
 
 
 # -- environment -----------------------------------------------------------------------------------
@@ -179,13 +141,10 @@ def unsupported_claims(claims: list[dict]) -> list[str]:
 
 def config_from_dict(cls, d: dict):
     """The frozen ``Config`` dataclass ``cls`` from a ``results.json`` config (lists back to tuples,
-    fields the class no longer has dropped, fields it gained left at their defaults)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    the training recipe rebuilt, also from the flat form of older results)."""
+    from gahb.utils.config import from_dict
 
-    def tup(v):
-        return tuple(tup(x) for x in v) if isinstance(v, list) else v
-
-    return cls(**{k: tup(v) for k, v in d.items() if k in names})
+    return from_dict(cls, d)
 
 
 def rejudge(study: str, results: dict) -> list[dict]:
@@ -203,7 +162,9 @@ PAPER_RECIPE = {"loss_weight": "none", "sigma_max": 1.0, "bn_recalibration_batch
 
 def recipe_variant(config) -> str:
     """'' for the paper's recipe, else e.g. 'loss weight eps, sigma_max 0.4' (see :data:`PAPER_RECIPE`)."""
-    d = config_to_dict(config) if not isinstance(config, dict) else config
+    from gahb.utils.config import flat
+
+    d = flat(config_to_dict(config) if not isinstance(config, dict) else config)
     parts = [f"{k.replace('_', ' ')} {d[k]}" for k, paper in PAPER_RECIPE.items()
              if k in d and d[k] is not None and d[k] != paper]
     return ", ".join(parts)

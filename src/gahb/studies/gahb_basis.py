@@ -27,6 +27,7 @@ from pathlib import Path
 from gahb.studies._gahb_claims import PAPER_FIG3, claims_of, judge, trace_comparison
 from gahb.studies.common import begin, finish, load_results
 from gahb.studies.references import STATS, jacobian_reference, spread
+from gahb.utils.config import runtime
 
 NAME = "gahb_basis"
 
@@ -47,7 +48,7 @@ class Config:
     subset: str = "s1"
     dataset: str | None = None
     split_seed: int | None = None
-    cache_dir: str | None = None
+    cache_dir: str | None = runtime(None)
     image_index: int = 0
     sigmas: tuple = (0.05, 0.1, 0.2, 0.4)
     method: str = "dense"
@@ -67,7 +68,7 @@ class Config:
     # spectra over images, beside the published BF-CNN measured the same way (0.1, as its reference).
     reference_sigma: float = 0.1
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = runtime(None)
 
     def validate(self) -> None:
         if self.checkpoints and len(self.checkpoints) != 2:

@@ -25,6 +25,8 @@ import torch
 
 from gahb.studies import _synthetic as syn
 from gahb.studies import common
+from gahb.training.recipe import Recipe
+from gahb.utils.config import runtime
 
 PAPER_EIGENVALUES = (1.177, 1.067, 1.004, 0.999, 0.945, 0.674, 0.552, 0.39, 0.304, 0.278)  # Fig. 5
 TANGENT_NAMES = ("cx", "cy", "r", "fg", "bg")
@@ -36,21 +38,10 @@ class Config:
     min_radius: float = 3.0  # disk radius ~ U(min_radius, (size - min_radius) // 2)
     n_train: int = 25_000
     n_test: int = 128  # held-out disks for the PSNR curve
-    model: object = "unet-small"
-    train_preset: str = "standard"
-    epochs: int = 4
-    images_per_epoch: int | None = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_halve_every: float | None = 2
-    eval_images: int = 32
-    # Largest training noise (pixel scale). The paper trains on sigma in [0, 1]; on a CPU budget the
-    # loss, dominated by large-sigma images (it scales with sigma^2), leaves the small-noise regime
-    # this study measures (sigma = 0.04, input PSNR >= 24 dB) least trained: the first standard
-    # run (sigma_max = 1) kept 47-77 effective dimensions at sigma = 0.04 instead of 5. Training on
-    # sigma <= 0.25 spends the same budget on the levels analysed here.
-    sigma_max: float = 0.25
-    loss_weight: str = "none"  # "eps": weight each training image by 1/sigma^2 (TrainConfig.loss_weight)
+    # How the network trains: the paper's loss (eq. 4) on sigma <= 0.25, a variant of the paper's [0, 1]:
+    # on a CPU budget the loss, whose size grows with sigma^2, leaves the small noise analysed here
+    # (sigma = 0.04) least trained (docs/results/manifold/README.md records the runs behind it).
+    train: Recipe = Recipe(epochs=4, lr_halve_every=2, eval_images=32, sigma_max=0.25)
     sigma: float = 0.04  # noise level of the Jacobian analysis (paper Fig. 5)
     n_analysis: int = 12  # held-out disks analysed (the spread of their cos^2 is the claim's uncertainty)
     min_contrast: float = 0.3  # analysed disks have |fg - bg| >= this (the geometric tangent
@@ -63,27 +54,25 @@ class Config:
     min_mean_cos2: float = 0.8  # acceptance threshold for the mean cos^2 of the principal angles
     seed: int = 0
     data_seed: int = 0
-    runs_dir: str | None = None
+    runs_dir: str | None = runtime(None)
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = runtime(None)
 
 
 PRESETS = {
-    "test": Config(size=16, n_train=256, n_test=8, model="unet-tiny", epochs=1, eval_images=8, n_analysis=1,
-                   top_k=16, input_psnrs=(12, 18, 24, 30, 36), fit_window=(24.0, 36.0)),
+    "test": Config(size=16, n_train=256, n_test=8, train=Config().train.but(model="unet-tiny", epochs=1, eval_images=8),
+                   n_analysis=1, top_k=16, input_psnrs=(12, 18, 24, 30, 36), fit_window=(24.0, 36.0)),
     # about 1.5 min on one CPU thread
-    "quick": Config(size=24, n_train=8_000, n_test=64, model="unet-tiny", epochs=3, lr_halve_every=None,
-                    n_analysis=2),
-    # the acceptance run: about 52 min on one CPU thread (6,252 steps). The paper's 1e5 disks, lr
-    # halved every epoch (1e-3 -> 1.25e-4). Mean cos^2 of the top-5 principal angles at sigma = 0.04
-    # along the way: 0.69 (25k disks, halved every 2 epochs), 0.75 (50k), 0.60 (50k with
-    # loss_weight="eps", which kept more eigenvalues near 1), 0.84 (this preset).
-    "standard": Config(n_train=100_000, lr_halve_every=1),
+    "quick": Config(size=24, n_train=8_000, n_test=64,
+                    train=Config().train.but(model="unet-tiny", epochs=3, lr_halve_every=None), n_analysis=2),
+    # the acceptance run: about 52 min on one CPU thread (6,252 steps): the paper's 1e5 disks, lr halved
+    # every epoch (1e-3 -> 1.25e-4)
+    "standard": Config(n_train=100_000, train=Config().train.but(lr_halve_every=1)),
     # the paper's recipe (GPU): 80x80, 1e5 disks, the 7.6M UNet, the paper's schedule
-    "paper": Config(size=80, n_train=100_000, n_test=512, model="unet-80", train_preset="paper", epochs=1000,
-                    images_per_epoch=250_000, batch_size=512, lr_halve_every=100, eval_images=512,
-                    n_analysis=8, top_k=32, dense_max=6400, sigma_max=1.0, input_psnrs=tuple(range(0, 43, 2)),
-                    device="auto"),
+    "paper": Config(size=80, n_train=100_000, n_test=512,
+                    train=Recipe(train_preset="paper", model="unet-80", epochs=1000, images_per_epoch=250_000,
+                                 batch_size=512, lr_halve_every=100, eval_images=512),
+                    n_analysis=8, top_k=32, dense_max=6400, input_psnrs=tuple(range(0, 43, 2)), device="auto"),
 }
 
 
@@ -235,7 +224,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     if not torch.equal(disk_images(params, cfg.size), split.test):
         raise RuntimeError("held-out disk parameters do not reproduce the held-out images")
     watch.lap("data")
-    tcfg = syn.train_config(cfg, cfg.n_train)
+    tcfg = cfg.train.train_config(cfg.n_train, seed=cfg.seed, device=cfg.device)
     run_dir = runs / "disks"
     model = common.train_or_reuse(tcfg, split.train, split.test, run_dir, progress=progress, data_info=split.info)
     watch.lap("train")

@@ -26,6 +26,7 @@ import torch
 from gahb.data import center_crop
 from gahb.studies._published_claims import claims_of, judge  # noqa: F401 (judge: the study contract)
 from gahb.studies.common import begin, finish, runs_dir
+from gahb.utils.config import runtime
 
 NAME = "published"
 UIP_FILE = "uip_bf_cnn_bsd400_gray_0to100.pt"
@@ -74,10 +75,10 @@ class Config:
     seed: int = 0
     chunk: int = 32
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = runtime(None)
     # The imported run folders hold copies of the published weights: kept under runs/ (ignored by
     # git) by default, never inside the study's output, which may be committed.
-    runs_dir: str | None = "runs/published"
+    runs_dir: str | None = runtime("runs/published")
 
     def validate(self) -> None:
         if not self.weights_dir or not self.images_dir:

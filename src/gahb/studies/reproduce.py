@@ -185,35 +185,33 @@ SCALE_FIELDS = ("dataset", "ns", "model", "size", "n_train", "epochs", "steps", 
 
 def describe_scale(cfg: dict) -> str:
     """The fields of a study Config that set its scale, in one line (shown under each section title)."""
+    from gahb.utils.config import flat
+
+    cfg = flat(cfg)
     parts = [f"{k} {v if not isinstance(v, (list, tuple)) else ', '.join(map(str, v))}"
              for k, v in cfg.items() if k in SCALE_FIELDS and v is not None]
     return "; ".join(parts)
 
 
-# Fields that say how or where a study ran, not what it computed: a finished section stays valid
-# when only they differ (e.g. a study run with --set runs_dir=runs/X --threads 1).
-LOCATION_FIELDS = ("threads", "runs_dir", "cache_dir")
+def study_runtime_fields() -> frozenset[str]:
+    """The fields any study marks as runtime (how or where it ran, not what it computed: threads,
+    folders): a finished section stays valid when only they differ (e.g. ``--set runs_dir=runs/X``)."""
+    from gahb.studies import STUDIES, get_study
+    from gahb.utils.config import runtime_fields
 
-
-def _comparable(cfg: dict) -> dict:
-    return {k: v for k, v in (cfg or {}).items() if k not in LOCATION_FIELDS}
+    return frozenset().union(*(runtime_fields(get_study(name).Config) for name in STUDIES))
 
 
 def _same_config(old: dict | None, new: dict, legacy: dict | None = None) -> bool:
-    """Whether a finished section's config matches the one requested.
+    """Whether a finished section's config matches the one requested
+    (:func:`gahb.utils.config.same_result_config`, the runtime fields of the studies not compared).
 
-    A field the old results do not have was added to the study after they were written. If the
-    study lists it in ``LEGACY_VALUES`` (the value every older result implicitly had, for a
-    field whose default differs from it), the requested value must equal that; otherwise its
-    default kept the old behaviour and it is not compared.
+    ``legacy``: the study's ``LEGACY_VALUES``, the values results written before a field existed had
+    (its fields marked :func:`gahb.utils.config.added`).
     """
-    if old is None:
-        return False
-    a, b = _comparable(old), _comparable(new)
-    legacy = legacy or {}
-    if any(k not in a and k in legacy and b[k] != legacy[k] for k in b):
-        return False
-    return all(k in b and a[k] == b[k] for k in a)
+    from gahb.utils.config import same_result_config
+
+    return same_result_config(old, new, ignore=study_runtime_fields(), before=legacy)
 
 
 def section_dir(name: str, out: Path, section_dirs: dict | None) -> Path:

@@ -39,7 +39,6 @@ training run resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +50,10 @@ from gahb.studies._transition_measures import (_aligned, _copies, _copy_summary,
 from gahb.studies._transition_figures import _empirical_figure, _sample_grid_figure
 from gahb.studies.common import begin, config_to_dict, finish, train_or_reuse, training_seconds
 from gahb.studies.common import runs_dir as study_runs_dir
+from gahb.training.recipe import Recipe
+from gahb.utils.config import before_values, runtime, same_result_config
 
 NAME = "transition"
-# Results written before a field existed had this value (reproduce reuses them only if it matches).
-LEGACY_VALUES = {"loss_weight": "none", "bn_recalibration_batches": 0}
 GRID_PSNRS = tuple(float(p) for p in range(0, 43, 3))  # the paper's 0-42 dB axis (Fig 1)
 
 
@@ -70,27 +69,13 @@ class Config:
     dataset: str = "fashion-mnist"
     ns: tuple = (1, 10, 100, 1000, 10_000, "max")
     split_seed: int = 0
-    cache_dir: str | None = None  # prepared-dataset cache (default ~/.cache/gahb/datasets)
-    model: str = "unet-small"
-    train_preset: str = "quick"
-    epochs: int = 6
-    images_per_epoch: int = 5000
-    # None: `epochs` tiled epochs (an epoch is at least the whole set, so large N train longer,
-    # as in the paper). A number: exactly that many optimizer steps for every network.
-    steps: int | None = None
-    # With ``steps``: a network of N images trains for at least min_epochs * N / batch_size steps
-    # (its epoch length scaled so the lr halvings keep their place in the run). 0 = off.
-    min_epochs: float = 0
-    lr_halve_every: float = 2
-    batch_size: int = 64
-    # Training loss weight (TrainConfig.loss_weight). "none" is the paper's loss (eq. 4). At a small
-    # budget it leaves networks amplifying clean images (radial gain above 1) and samples that
-    # approach such an image grow without bound; "eps-small" (1 + (0.1/sigma)^2) trains the small
-    # noise levels enough to prevent it, where "eps" (1/sigma^2) lost the N = 1 copies
-    # (docs/divergence.md).
-    loss_weight: str = "none"
-    # TrainConfig.bn_recalibration_batches: the BF-BN statistics recomputed for the final weights.
-    bn_recalibration_batches: int = 0
+    cache_dir: str | None = runtime(None)  # prepared-dataset cache (default ~/.cache/gahb/datasets)
+    # How each network trains (gahb.training.recipe). ``steps`` None: ``epochs`` tiled epochs (an epoch is at
+    # least the whole set, so large N train longer, as in the paper); a number: that many optimizer steps
+    # for every network, raised to ``min_epochs`` passes over N images. The loss is the paper's (eq. 4);
+    # at a small budget it can leave networks amplifying clean images, whose samples then diverge, and
+    # the quick preset's variant "eps-small" prevents it (docs/divergence.md).
+    train: Recipe = Recipe(train_preset="quick", epochs=6, images_per_epoch=5000, lr_halve_every=2)
     seed: int = 0
     input_psnrs: tuple = GRID_PSNRS
     curve_images: int = 256  # train and test images per denoising curve
@@ -111,9 +96,9 @@ class Config:
     copy_ratio: float = 1 / 3
     copy_fraction_min: float = 0.9
     reference_images: int = 256  # held-out images and noisy training copies calibrating the copy test
-    runs_dir: str | None = None  # default: OUT/runs
+    runs_dir: str | None = runtime(None)  # default: OUT/runs
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = runtime(None)
 
     def validate(self) -> None:
         if not self.ns:
@@ -121,45 +106,44 @@ class Config:
         for n in self.ns:
             if n != "max" and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
                 raise ValueError(f"ns entries must be positive integers or 'max', got {n!r}")
-        for name in ("curve_images", "n_samples", "emp_images", "grid_samples", "epochs", "images_per_epoch"):
+        for name in ("curve_images", "n_samples", "emp_images", "grid_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.reference_images < 1:
             raise ValueError("reference_images must be >= 1")
         if not 0 < self.copy_ratio < 1:
             raise ValueError(f"copy_ratio must lie in (0, 1), got {self.copy_ratio}")
-        if not self.min_epochs >= 0:
-            raise ValueError(f"min_epochs must be >= 0, got {self.min_epochs}")
         if self.grid_samples > self.n_samples:
             raise ValueError("grid_samples cannot exceed n_samples")
 
 
+# the value results written before a field existed had (reproduce reuses them only for that value)
+LEGACY_VALUES = before_values(Config)
+
 PRESETS: dict[str, Config] = {
     # Seconds: the test suite. Tiny net, three sizes on the built-in pool.
-    "test": Config(ns=(1, 4, 16), model="unet-tiny", epochs=1, images_per_epoch=64, batch_size=16,
+    "test": Config(ns=(1, 4, 16), train=Config().train.but(model="unet-tiny", epochs=1, images_per_epoch=64, batch_size=16),
                    input_psnrs=(0.0, 12.0, 24.0), curve_images=8, n_samples=8, other_samplers=("fast",),
                    emp_images=4, emp_sigmas=(0.1, 0.5), grid_samples=4, reference_images=8),
-    # Minutes on a CPU: part of `gahb reproduce --preset quick`.
-    # A variant since issue 15: the lr halved 4 times over the 200 steps (it was constant) and the
-    # eps-small loss weight (it was the paper's unweighted loss). Before, the networks of N = 1 (both
-    # sets) and of one N = 34,475 set lost 64/64, 64/64 and 29/64 samples to divergence. The other
-    # variant measured, the lr decay with the paper's loss and recalibrated BF-BN statistics, also
-    # converged on Fashion-MNIST but lost 11/32 and 31/32 samples on sparse strokes (docs/divergence.md).
-    # Since issue 16 the networks are unet-tiny (width 16; unet-small before): the main job must finish in
-    # 10 minutes on 2 cores, and unet-tiny trains about 3x faster per image on this CPU.
-    "quick": Config(ns=(1, 10, 1000, "max"), model="unet-tiny", steps=200, images_per_epoch=2500, lr_halve_every=1.25,
-                    loss_weight="eps-small", input_psnrs=tuple(float(p) for p in range(0, 43, 6)), curve_images=64,
+    # Minutes on a CPU: part of `gahb reproduce --preset quick`. A variant of the paper's recipe: the lr
+    # halved 4 times over the 200 steps and the eps-small loss weight, without which these briefly
+    # trained networks lost most of their samples to divergence (docs/divergence.md); unet-tiny so
+    # that the main job stays within 10 minutes on 2 cores.
+    "quick": Config(ns=(1, 10, 1000, "max"),
+                    train=Config().train.but(model="unet-tiny", steps=200, images_per_epoch=2500,
+                                             lr_halve_every=1.25, loss_weight="eps-small"),
+                    input_psnrs=tuple(float(p) for p in range(0, 43, 6)), curve_images=64,
                     n_samples=64, other_samplers=(), emp_images=16, emp_sigmas=(0.05, 0.2, 0.5)),
     # The acceptance run: within 90 minutes on 2 CPU cores. Every network gets at least 1000 steps
     # and 4 passes over its images (the N = 34,475 pair: 2,155 steps), the lr halved at each
-    # quarter of the run (1e-3 -> 1.25e-4). A fixed 1000 steps left that pair at 1.9 passes, and
-    # two so briefly trained networks disagree (paired 0.89 < nearest 0.96 with the paper sampler);
-    # tiled epochs (steps=None) would train it for 3,232 steps each.
-    "standard": Config(steps=1000, images_per_epoch=16_000, lr_halve_every=1, min_epochs=4),
+    # quarter of the run (1e-3 -> 1.25e-4); docs/results/transition/README.md says why.
+    "standard": Config(train=Config().train.but(steps=1000, images_per_epoch=16_000, lr_halve_every=1,
+                                                min_epochs=4)),
     # The paper's recipe (UNet with 3 blocks on 80x80 images, 1000 epochs): for a GPU.
-    "paper": Config(dataset="celeba", ns=(1, 10, 100, 1000, 10_000, 100_000), model="unet-80",
-                    train_preset="paper", epochs=1000, images_per_epoch=250_000, lr_halve_every=100,
-                    batch_size=512, curve_images=512, n_samples=1024, emp_images=256, device="auto"),
+    "paper": Config(dataset="celeba", ns=(1, 10, 100, 1000, 10_000, 100_000),
+                    train=Recipe(train_preset="paper", model="unet-80", epochs=1000, images_per_epoch=250_000,
+                                 lr_halve_every=100, batch_size=512, eval_images=512),
+                    curve_images=512, n_samples=1024, emp_images=256, device="auto"),
 }
 
 
@@ -179,32 +163,26 @@ def _resolve_ns(cfg: Config, max_n: int) -> list[int]:
 
 
 def _budget(cfg: Config, n: int) -> tuple[int | None, int]:
-    """(steps, images_per_epoch) of the networks of size N: ``steps`` raised to ``min_epochs``
-    passes over the N images, the epoch stretched by the same factor (same lr schedule shape)."""
-    if not cfg.steps:
-        return None, cfg.images_per_epoch
-    need = math.ceil(cfg.min_epochs * n / cfg.batch_size) if cfg.min_epochs else 0
-    if need <= cfg.steps:
-        return cfg.steps, cfg.images_per_epoch
-    return need, round(cfg.images_per_epoch * need / cfg.steps)
+    """(steps, images_per_epoch) of the networks of size N (:meth:`gahb.training.recipe.Recipe.budget`)."""
+    return cfg.train.budget(n)
 
 
 def _train_config(cfg: Config, subset: str, n: int):
-    from gahb.training.config import make_config
+    """The TrainConfig of the network of N images on ``subset``: seed ``seed`` for S1, ``seed + 1`` for S2."""
+    return cfg.train.train_config(n, seed=cfg.seed + (0 if subset == "s1" else 1), device=cfg.device)
 
-    steps, ipe = _budget(cfg, n)
-    budget = {"steps": steps} if steps else {"epochs": cfg.epochs}
-    return make_config(cfg.train_preset, model=cfg.model, **budget, images_per_epoch=ipe,
-                       lr_halve_every=cfg.lr_halve_every, batch_size=cfg.batch_size, loss_weight=cfg.loss_weight,
-                       bn_recalibration_batches=cfg.bn_recalibration_batches,
-                       seed=cfg.seed + (0 if subset == "s1" else 1), device=cfg.device)
+
+# Fields one N's measurement does not depend on, besides the runtime ones: the other sizes, the device
+# (the same numbers up to rounding), the sample grid (a figure only) and min_epochs (replaced by N's own
+# effective budget below).
+PER_N_INDEPENDENT = frozenset({"ns", "device", "grid_samples", "min_epochs"})
 
 
 def _measure_config(cfg: Config, n: int) -> dict:
     """The settings a cached measurement of N depends on, with N's effective training budget."""
-    d = config_to_dict(cfg)
-    for k in ("ns", "runs_dir", "device", "threads", "grid_samples", "cache_dir", "min_epochs"):
-        d.pop(k, None)
+    from gahb.utils.config import comparable, flat, runtime_fields
+
+    d = comparable(flat(config_to_dict(cfg)), runtime_fields(Config) | PER_N_INDEPENDENT)
     d["steps"], d["images_per_epoch"] = _budget(cfg, n)
     if d.get("steps") is None:  # added later; keeps earlier caches valid
         d.pop("steps", None)
@@ -335,7 +313,8 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         cache = out / "per_n" / f"N{n}.json"
         cached = read_json(cache) if cache.is_file() else None
         measure_key = _measure_config(cfg, n)
-        if cached is not None and cached.get("key") == measure_key:
+        # the one validity rule (gahb.utils.config): equal settings, a setting added since only at its old value
+        if cached is not None and same_result_config(cached.get("key"), measure_key, before=LEGACY_VALUES):
             per_n[n] = cached["numbers"]
             # Samples are cheap to redraw only if needed for the grid: recompute them (seeded, exact).
             from gahb.sampling import sample

@@ -32,6 +32,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from gahb.models import MODEL_PRESETS, ModelConfig
+from gahb.utils.config import runtime, runtime_fields
 
 NOISE_LAWS = ("quadratic", "uniform")
 LOSS_WEIGHTS = ("none", "eps", "eps-small")
@@ -43,7 +44,7 @@ def _default_model() -> ModelConfig:
     return ModelConfig.from_dict(MODEL_PRESETS["unet-small"].to_dict())
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run.
 
@@ -83,19 +84,19 @@ class TrainConfig:
     eval_every: int = 1
     eval_unit: str = "epoch"  # "epoch" or "step"
     eval_at_start: bool = True  # also log the untrained network (step 0)
-    checkpoint_every: int | None = 500  # steps; checkpoints are also written at every evaluation
-    device: str = "auto"
+    checkpoint_every: int | None = runtime(500)  # steps; checkpoints are also written at every evaluation
+    device: str = runtime("auto")
     bf16: bool = False  # bf16 autocast for the training forward/backward (CUDA only)
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the training module (CUDA only)
+    channels_last: bool = runtime(False)
+    compile: bool = runtime(False)  # torch.compile the training module (CUDA only)
     noise_on_device: bool = False  # draw training noise with a CUDA generator (faster; RNG differs from CPU)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
-            self.model = ModelConfig.from_dict(self.model)
+            object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
         elif isinstance(self.model, str):
-            self.model = _model_from_preset(self.model)
-        self.eval_sigmas = tuple(float(s) for s in self.eval_sigmas)
+            object.__setattr__(self, "model", _model_from_preset(self.model))
+        object.__setattr__(self, "eval_sigmas", tuple(float(s) for s in self.eval_sigmas))
         self.validate()
 
     def validate(self) -> None:
@@ -182,7 +183,8 @@ def _model_from_preset(name: str) -> ModelConfig:
 
 # Fields that change only how a run executes, not which numbers it computes (on one device);
 # a resumed run may change them freely.
-RUNTIME_FIELDS = frozenset({"device", "checkpoint_every", "channels_last", "compile"})
+# how a run executes, not what it computes: a resumed run may change them (gahb.utils.config.runtime)
+RUNTIME_FIELDS = runtime_fields(TrainConfig)
 
 PRESETS: dict[str, dict] = {
     "paper": dict(
