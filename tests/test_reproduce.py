@@ -197,8 +197,9 @@ def test_finished_sections_are_reused_unless_config_or_upstream_changed(tmp_path
     assert calls == [] and {e["status"] for e in doc["sections"]} == {"reused"}
     # a different configuration of one section recomputes it (and the Jacobian section after the
     # transition section, which reads its trained networks)
-    monkeypatch.setitem(rp.PRESETS, "test", dataclasses.replace(
-        rp.PRESETS["test"], overrides={"transition": {"value": 2.0}, "manifold": {"value": 3.0}}))
+    changed = {"transition": (("value", 2.0),), "manifold": (("value", 3.0),)}
+    monkeypatch.setattr(rp, "SECTIONS", tuple(dataclasses.replace(s, overrides=changed.get(s.name, s.overrides))
+                                              for s in rp.SECTIONS))
     doc = rp.reproduce("test", out, progress=False, log=lambda m: None)
     assert calls == ["transition", "gahb", "manifold"]
     assert next(e for e in doc["sections"] if e["section"] == "manifold")["results"]["numbers"]["value"] == 3.0

@@ -18,7 +18,6 @@ it) and ``summary`` (pass/fail/info counts, sections without results).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import shlex
 import sys
@@ -88,29 +87,24 @@ def preset_sections(preset: str) -> tuple[Section, ...]:
 
 @dataclass(frozen=True)
 class Preset:
-    """A reproduce preset: the study preset of every section, extra overrides, and its scale in words."""
+    """A reproduce preset: its scale in words (every section runs its study's preset of the same name)."""
 
-    study_presets: dict
     scale: str
-    overrides: dict = field(default_factory=dict)
     expected_s: dict = field(default_factory=dict)  # rough per-section seconds, for the first ETA
 
 
 PRESETS: dict[str, Preset] = {
     "test": Preset(
-        {s.name: "test" for s in SECTIONS},
         "tiny, for the test suite: a handful of tiny images and training steps per study. "
         "The numbers exercise the pipeline and mean nothing about the paper.",
         expected_s={"transition": 15, "gahb": 7, "calpha": 3, "manifold": 3, "shuffled": 3, "published": 30}),
     "quick": Preset(
-        {s.name: "quick" for s in SECTIONS},
         "tiny networks (unet-tiny, 114k parameters, on Fashion-MNIST 28x28 at a few N up to the full half of the "
         "pool, and on small synthetic images), 5,000 to 16,000 training images seen per network, about 5 minutes "
         "on 2 CPU cores. The paper trains 7.6M-parameter UNets on 80x80 faces for 2.5x10^8 images: expect its "
         "trends, not its numbers; the column 'standard preset (committed)' says which claims the larger scale passes.",
         expected_s={"transition": 150, "gahb": 16, "calpha": 90, "manifold": 20, "shuffled": 36, "published": 600}),
     "standard": Preset(
-        {s.name: "standard" for s in SECTIONS},
         "the acceptance scale of every study (unet-small on Fashion-MNIST, N from 1 to the full half "
         "of the pool; synthetic studies at their acceptance sizes), about 3 hours on 2 CPU cores. Smaller "
         "than the paper's; trends and slopes comparable.",
@@ -118,7 +112,6 @@ PRESETS: dict[str, Preset] = {
                     "shuffled": 1080,
                     "published": 2100}),
     "paper": Preset(
-        {s.name: "paper" for s in SECTIONS},
         "the paper's recipe (unet-80, 80x80 images, 1000 epochs); GPU territory.",
         expected_s={"transition": 86400, "gahb": 1200, "calpha": 36000, "manifold": 36000, "shuffled": 36000,
                     "published": 3600}),
@@ -126,12 +119,10 @@ PRESETS: dict[str, Preset] = {
 
 
 def load_section_module(section: Section):
-    """The study module computing ``section`` (via :func:`gahb.studies.get_study` when registered there)."""
-    from gahb.studies import STUDIES, get_study
+    """The study module computing ``section`` (:func:`gahb.studies.get_study`)."""
+    from gahb.studies import get_study
 
-    if section.study in STUDIES:
-        return get_study(section.study)
-    return importlib.import_module(f"gahb.studies.{section.study}")
+    return get_study(section.study)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -219,11 +210,11 @@ def section_dir(name: str, out: Path, section_dirs: dict | None) -> Path:
     return Path((section_dirs or {}).get(name) or out / name)
 
 
-def section_overrides(section: Section, preset: Preset, out: Path, section_dirs: dict | None = None,
+def section_overrides(section: Section, out: Path, section_dirs: dict | None = None,
                       inputs: dict | None = None) -> dict:
     """Overrides a section needs inside a reproduction (where its upstream sections wrote, the
     outside inputs given for it)."""
-    extra = {**dict(section.overrides), **preset.overrides.get(section.name, {})}
+    extra = dict(section.overrides)
     if section.name == "gahb":
         extra.setdefault("transition_dir", str(section_dir("transition", out, section_dirs)))
     extra.update({k: str(v) for k, v in (inputs or {}).get(section.name, {}).items() if v})
@@ -294,7 +285,7 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
     for s in sections:
         sec_out = section_dir(s.name, out, section_dirs)
         entry: dict = {"section": s.name, "study": s.study, "title": s.title, "description": s.description,
-                       "study_preset": pre.study_presets[s.name], "out_dir": str(sec_out), "status": "pending",
+                       "study_preset": preset, "out_dir": str(sec_out), "status": "pending",
                        "command": None, "scale": None, "wall_time_s": 0.0,
                        "error": "not run yet: the reproduction is still in progress", "results": None}
         entries.append(entry)
@@ -330,10 +321,10 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
         t0 = time.time()
         try:
             mod = load_section_module(s)
-            study_preset = pre.study_presets[s.name]
+            study_preset = preset
             if study_preset not in mod.PRESETS:
                 raise ValueError(f"study {s.study!r} has no preset {study_preset!r}")
-            overrides = section_overrides(s, pre, out, section_dirs, inputs)
+            overrides = section_overrides(s, out, section_dirs, inputs)
             cfg = common.apply_overrides(mod.PRESETS[study_preset], overrides)
             fields = {f.name for f in dataclasses.fields(cfg)}
             extra = {k: v for k, v in (("dataset", dataset), ("device", device), ("threads", threads))
