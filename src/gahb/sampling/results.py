@@ -1,8 +1,13 @@
-"""What Algorithm 1 (paper App. A.2) gives back: the result of :func:`~gahb.sampling.sampler.sample`
-and its failure flags."""
+"""What Algorithm 1 (paper App. A.2) gives back: per-sample outputs, the result and its failure flags.
+
+:class:`SampleOutputs` owns the per-sample arrays while :func:`~gahb.sampling.sampler.sample` runs:
+each sample is written once, at the evaluation where it stops (converged, diverged or out of
+steps). :meth:`SampleOutputs.result` turns them into the :class:`SampleResult` returned to callers.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -97,3 +102,40 @@ class SampleResult:
                 for i in range(len(self.status))
             ],
         }
+
+
+class SampleOutputs:
+    """The per-sample results of one :func:`sample` call, filled in as samples stop.
+
+    Attributes:
+        samples, last_iterate: (N, C, H, W) output image and last iterate, in the working dtype
+            on the working device.
+        steps: (N,) updates applied before the sample stopped.
+        sigma: (N,) float64 sigma_t at the evaluation where it stopped.
+        status: ``"converged"``, ``"diverged"`` or ``"max_steps"`` per sample.
+    """
+
+    def __init__(self, n: int, image_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+        self.samples = torch.empty((n, *image_shape), dtype=dtype, device=device)
+        self.last_iterate = torch.empty_like(self.samples)
+        self.steps = torch.zeros(n, dtype=torch.long)
+        self.sigma = torch.full((n,), math.nan, dtype=torch.float64)
+        self.status = [""] * n
+
+    def record(self, index: torch.Tensor, t: int, final: torch.Tensor, last: torch.Tensor, sigma: torch.Tensor,
+               diverged: torch.Tensor, converged: torch.Tensor) -> None:
+        """Samples ``index`` stop at evaluation t with output ``final``, last iterate ``last`` and
+        ``sigma`` (sigma_t, float64 CPU); a sample neither ``diverged`` nor ``converged`` ran out of steps."""
+        self.samples[index.to(self.samples.device)] = final
+        self.last_iterate[index.to(self.samples.device)] = last
+        self.sigma[index] = sigma
+        self.steps[index] = t - 1  # one update after each evaluation but the last
+        for i, bad, done in zip(index.tolist(), diverged.tolist(), converged.tolist()):
+            self.status[i] = DIVERGED if bad else CONVERGED if done else MAX_STEPS
+
+    def result(self, seeds: list[int], config: SamplerConfig, operator: MeasurementOperator | None) -> SampleResult:
+        """The :class:`SampleResult` (copies: tensors made under inference mode cannot enter autograd later,
+        e.g. a Jacobian at a sample)."""
+        return SampleResult(samples=self.samples.clone(), last_iterate=self.last_iterate.clone(),
+                            steps=self.steps.clone(), evaluations=self.steps + 1, sigma=self.sigma.clone(),
+                            status=self.status, seeds=seeds, config=config, operator=operator)
