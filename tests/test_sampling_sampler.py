@@ -46,7 +46,7 @@ def test_step_rules_and_noise_scale():
 
 
 def test_preset_evaluation_counts_match_spec():
-    # Spec 5.2: ~97 steps (increasing h), ~2,995 (constant h), ~25 (beta = 1); plus the evaluation
+    # ~97 steps (increasing h), ~2,995 (constant h), ~25 (beta = 1); plus the evaluation
     # whose sigma_t first falls below sigma_final.
     assert PRESETS["paper"].ideal_evaluations() == 98
     assert PRESETS["paper-constant-h"].ideal_evaluations() == 2996

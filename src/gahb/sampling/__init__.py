@@ -1,4 +1,4 @@
-"""Sampling from the prior implicit in a blind denoiser (paper App. A.2; spec section 5).
+"""Sampling from the prior implicit in a blind denoiser (paper App. A.2).
 
 * :func:`sample`: the stochastic coarse-to-fine sampler (Algorithm 1), batched, with one random
   stream per sample, per-sample stopping, divergence guards and an optional callback; with an

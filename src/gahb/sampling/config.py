@@ -1,4 +1,4 @@
-"""Sampler hyper-parameters, presets and step-size rules (paper App. A.2, Algorithm 1; spec 5).
+"""Sampler hyper-parameters, presets and step-size rules (paper App. A.2, Algorithm 1).
 
 Two step rules exist for the same algorithm:
 
@@ -9,9 +9,9 @@ Two step rules exist for the same algorithm:
   (``fixed_h=False``). It starts at h0 and rises towards 1; the same path takes about 100
   evaluations.
 
-Which rule produced the paper's figures is not stated (spec 5.2 and 12). gahb's ``"paper"`` preset
-uses the paper's numbers with the code's increasing step, since that was the official code's default
-and is 30 times cheaper. ``"paper-constant-h"`` is the literal Algorithm 1.
+Which rule produced the paper's figures is not stated. gahb's ``"paper"`` preset uses the paper's
+numbers with the code's increasing step, since that was the official code's default and is 30
+times cheaper. ``"paper-constant-h"`` is the literal Algorithm 1.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class SamplerConfig:
         beta: fraction of the effective noise that is removed per step, in (0, 1]. The injected
             noise is gamma_t^2 = ((1 - beta h_t)^2 - (1 - h_t)^2) sigma_t^2, so that the
             effective noise shrinks by (1 - beta h_t) per step. ``beta = 1`` injects no noise: the
-            deterministic variant (spec 5.1).
+            deterministic variant.
         sigma_0: standard deviation of the initial image x_0 ~ N(init_mean, sigma_0^2 I).
         sigma_final: stop once the effective noise sigma_t = ||f(x) - x|| / sqrt(d) is below this.
         init_mean: mean of the initial image on the [0, 1] pixel scale (0.5 for the paper's
@@ -103,8 +103,8 @@ class SamplerConfig:
 
         The sampler evaluates the denoiser once per step and returns the denoised image of the
         first iterate whose sigma_t is below ``sigma_final``; this counts those evaluations
-        (capped at ``max_steps``). Real networks land near this (spec 5.2: about 97 for the
-        paper preset, about 3,000 with a constant h).
+        (capped at ``max_steps``). Real networks land near this (about 97 for the paper preset,
+        about 3,000 with a constant h).
         """
         sigma, t = self.sigma_0, 1
         while sigma >= self.sigma_final and t < self.max_steps:

@@ -1,28 +1,30 @@
-"""Stochastic coarse-to-fine gradient ascent with a blind denoiser (paper App. A.2, Algorithm 1).
+"""Algorithm 1 of Kadkhodaie et al. (ICLR 2024, App. A.2): coarse-to-fine stochastic gradient ascent.
 
 Kadkhodaie & Simoncelli's sampler climbs the log-density implicit in a blind denoiser f. The
-residual s = f(x) - x is proportional to sigma^2 times the score of the noisy density (Miyasawa /
+residual f(x) - x is proportional to sigma^2 times the score of the noisy density (Miyasawa /
 Tweedie), and its size estimates the effective noise of the iterate, so the denoiser sets its own
-schedule:
+schedule. Starting from x_0 ~ N(init_mean, sigma_0^2 I), step t = 1, 2, ... computes
 
-    s_t       = f(x_{t-1}) - x_{t-1}
-    sigma_t^2 = ||s_t||^2 / d
+    d_t       = f(x_{t-1}) - x_{t-1}
+    sigma_t^2 = ||d_t||^2 / d
     gamma_t^2 = ((1 - beta h_t)^2 - (1 - h_t)^2) sigma_t^2
-    x_t       = x_{t-1} + h_t s_t + gamma_t z_t,        z_t ~ N(0, I)
+    x_t       = x_{t-1} + h_t d_t + gamma_t z_t,        z_t ~ N(0, I)
 
-until sigma_t < sigma_final; the result is one last denoising step of the final iterate.
+until sigma_t < sigma_final; the result is f(x_{t-1}), the denoised image of that last iterate.
+The step h_t is h0, or the official code's increasing h_t = h0 t / (1 + h0 (t - 1)) (see
+:class:`~gahb.sampling.config.SamplerConfig`). :func:`_step` is one iteration, line by line.
 
 For a linear inverse problem with measurements m = M x (M M^T = I), the same prior fills in
 what was not measured (Kadkhodaie & Simoncelli 2021, their Algorithm 2): the step direction is
 
-    d_t = (I - M^T M) s_t + M^T (m - M x_{t-1}),
+    d_t = (I - M^T M)(f(x_{t-1}) - x_{t-1}) + M^T (m - M x_{t-1}),
 
 which follows the prior in the unmeasured subspace and pulls the measured part onto m, and
 sigma_t^2 = ||d_t||^2 / d. As in the official code, x_0 = M^T m + (I - M^T M) mean + sigma_0 z_0
 and z_t are full-dimensional, so the network sees spatially uniform noise as in training (the pull
 term removes it from the measured part). ``config.inverse_noise = "unmeasured"`` instead confines
 all noise to the unmeasured subspace (the iterate then satisfies M x = m exactly throughout, and
-sigma_t^2 = ||d_t||^2 / (d - m)); see :class:`~gahb.sampling.config.SamplerConfig`. With
+sigma_t^2 = ||d_t||^2 / (d - m)); see :class:`~gahb.sampling.problem.SamplingProblem`. With
 ``config.reproject`` (default) the final denoised image gets its measured part replaced by m.
 
 Reproducibility. Every sample owns a random stream (a CPU ``torch.Generator`` seeded with its
@@ -33,20 +35,21 @@ step, as float32 standard normals. Hence
   alone, inside any batch, on any device or in either precision;
 * two denoisers sampled with the same seeds see the same initial image and the same injected
   noise at each step: differences in their samples come from the denoisers alone (the paired
-  comparison of the paper's Fig 2; spec 5.2, 6.2).
+  comparison of the paper's Fig 2).
 
-Samples that stop are removed from the batch (no further evaluations), so the number of denoiser
-evaluations is counted per sample.
+The update is two separately rounded elementwise operations (x + h_t d_t, then + gamma_t z_t),
+so its arithmetic for a sample does not depend on the rest of the batch (a network's batched
+arithmetic may, in the last bits). Samples that stop leave the batch (no further evaluations), so
+the number of denoiser evaluations is counted per sample.
 
-Differences from the official loop (spec 5.2): it applies the update once more with the sigma_t
-that fell below the threshold and then denoises the result; gahb returns the denoised image of the
-iterate whose sigma_t first fell below the threshold (one evaluation fewer, same noise level up to
-a factor 1 - beta h_t).
+Difference from the official code: it applies the update once more with the sigma_t that fell
+below the threshold and then denoises the result; gahb returns the denoised image of the iterate
+whose sigma_t first fell below the threshold (one evaluation fewer, same noise level up to a
+factor 1 - beta h_t).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -58,113 +61,11 @@ from gahb.models.base import require_eval_mode
 
 from .config import SamplerConfig, get_config
 from .operators import MeasurementOperator
+from .problem import NoiseStreams, SamplingProblem
+from .results import CONVERGED, DIVERGED, MAX_STEPS, SampleOutputs, SampleResult, SamplingError
 
-CONVERGED, DIVERGED, MAX_STEPS = "converged", "diverged", "max_steps"
-
-
-class SamplingError(RuntimeError):
-    """Raised by :func:`sample` with ``raise_on_failure=True``; ``.result`` keeps every sample."""
-
-    def __init__(self, message: str, result: "SampleResult"):
-        super().__init__(message)
-        self.result = result
-
-
-@dataclass
-class SampleResult:
-    """What :func:`sample` returns; row i belongs to ``seeds[i]``.
-
-    Attributes:
-        samples: (N, C, H, W) final images, one denoising step after the last iterate (for
-            inverse problems, re-projected onto the measurements when ``config.reproject``).
-        last_iterate: (N, C, H, W) the last iterate x_T itself (still holding noise sigma_T).
-        steps: (N,) updates applied (= evaluations - 1).
-        evaluations: (N,) denoiser evaluations spent on each sample, the final denoising included.
-        sigma: (N,) effective noise sigma_t at the last evaluation.
-        status: per sample ``"converged"`` (sigma_t < sigma_final), ``"diverged"`` (sigma_t above
-            ``config.divergence_bound`` or not finite) or ``"max_steps"``.
-        seeds: the seed of each sample.
-        config: the sampler configuration used.
-        operator: the measurement operator, for inverse problems.
-    """
-
-    samples: torch.Tensor
-    last_iterate: torch.Tensor
-    steps: torch.Tensor
-    evaluations: torch.Tensor
-    sigma: torch.Tensor
-    status: list[str]
-    seeds: list[int]
-    config: SamplerConfig
-    operator: MeasurementOperator | None = None
-
-    def _mask(self, what: str) -> torch.Tensor:
-        return torch.tensor([s == what for s in self.status], dtype=torch.bool)
-
-    @property
-    def converged(self) -> torch.Tensor:
-        return self._mask(CONVERGED)
-
-    @property
-    def diverged(self) -> torch.Tensor:
-        return self._mask(DIVERGED)
-
-    @property
-    def hit_max_steps(self) -> torch.Tensor:
-        return self._mask(MAX_STEPS)
-
-    @property
-    def failed(self) -> list[int]:
-        """Indices of the samples that did not converge."""
-        return [i for i, s in enumerate(self.status) if s != CONVERGED]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def failure_message(self) -> str:
-        parts = []
-        for what, why in ((DIVERGED, f"diverged (sigma_t > {self.config.divergence_bound} or not finite)"),
-                          (MAX_STEPS, f"still above sigma_final after max_steps={self.config.max_steps}")):
-            idx = [i for i, s in enumerate(self.status) if s == what]
-            if idx:
-                parts.append(f"{why}: samples {idx} (seeds {[self.seeds[i] for i in idx]})")
-        return f"{len(self.failed)} of {len(self.status)} samples failed; " + "; ".join(parts)
-
-    def summary(self) -> dict:
-        """A JSON-able record: the config and, per sample, seed, status, steps, evaluations, sigma."""
-        ev = self.evaluations.double()
-        return {
-            "config": self.config.to_dict(),
-            "operator": None if self.operator is None else self.operator.to_dict(),
-            "num_samples": len(self.status),
-            "evaluations_per_sample": {"mean": ev.mean().item(), "min": int(ev.min()), "max": int(ev.max())},
-            "num_failed": len(self.failed),
-            "samples": [
-                {"index": i, "seed": self.seeds[i], "status": self.status[i], "steps": int(self.steps[i]),
-                 "evaluations": int(self.evaluations[i]), "final_sigma": float(self.sigma[i])}
-                for i in range(len(self.status))
-            ],
-        }
-
-
-class NoiseStreams:
-    """One random stream per sample: a CPU generator seeded with the sample's seed.
-
-    ``draw(rows)`` returns one float32 standard-normal image per requested row, each from that
-    row's own generator, so what a sample receives depends only on its seed and on how many draws
-    it made before, never on the other samples.
-    """
-
-    def __init__(self, seeds: Sequence[int], shape: tuple[int, ...]):
-        self.shape = tuple(shape)
-        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-
-    def draw(self, rows: Sequence[int]) -> torch.Tensor:
-        out = torch.empty((len(rows), *self.shape), dtype=torch.float32)
-        for j, r in enumerate(rows):
-            torch.randn(self.shape, generator=self.generators[r], dtype=torch.float32, out=out[j])
-        return out
+__all__ = ["CONVERGED", "DIVERGED", "MAX_STEPS", "NoiseStreams", "SampleResult", "SamplingError",
+           "TrajectoryRecorder", "sample"]
 
 
 class TrajectoryRecorder:
@@ -242,7 +143,7 @@ def sample(
     device: str | torch.device | None = None,
     raise_on_failure: bool = False,
 ) -> SampleResult:
-    """Draw samples from the prior implicit in a blind denoiser (Algorithm 1 of the paper).
+    """Draws samples from the prior implicit in a blind denoiser with Algorithm 1 (paper App. A.2).
 
     Args:
         denoiser: a blind denoiser (gahb contract: (B, C, H, W) noisy batch on the [0, 1] scale ->
@@ -279,54 +180,21 @@ def sample(
         device = _default_device(denoiser) if isinstance(denoiser, nn.Module) else torch.device("cpu")
     device = torch.device(device)
 
-    x_init = None
-    if isinstance(shape_or_x_init, torch.Tensor):
-        if shape_or_x_init.ndim != 4:
-            raise ValueError(f"initial images must be (N, C, H, W), got shape {tuple(shape_or_x_init.shape)}")
-        x_init = shape_or_x_init
-        n, image_shape = x_init.shape[0], tuple(x_init.shape[1:])
-    else:
-        shape = tuple(int(s) for s in shape_or_x_init)
-        if len(shape) == 4:
-            n, image_shape = shape[0], shape[1:]
-        elif len(shape) == 3:
-            n, image_shape = None, shape
-        else:
-            raise ValueError(f"shape must be (C, H, W) or (N, C, H, W), got {shape}")
+    x_init, n, image_shape = _parse_shape(shape_or_x_init)
     seeds = _resolve_seeds(seeds, n)
     n = len(seeds)
+    measurement = _check_measurement(operator, measurement, image_shape, n, dtype, device)
 
-    if (operator is None) != (measurement is None):
-        raise ValueError("give both operator and measurement for an inverse problem, or neither")
-    if operator is not None:
-        if tuple(operator.image_shape) != tuple(image_shape):
-            raise ValueError(f"operator acts on images {operator.image_shape}, but samples are {image_shape}")
-        if measurement.ndim == 1:
-            measurement = measurement.unsqueeze(0)
-        if measurement.shape[0] == 1 and n > 1:
-            measurement = measurement.expand(n, -1)
-        if tuple(measurement.shape) != (n, operator.num_measurements):
-            raise ValueError(f"measurement must be ({n}, {operator.num_measurements}), got {tuple(measurement.shape)}")
-        measurement = measurement.to(device=device, dtype=dtype)
-
-    streams = NoiseStreams(seeds, image_shape)
-    out = torch.empty((n, *image_shape), dtype=dtype, device=device)
-    last = torch.empty_like(out)
-    steps = torch.zeros(n, dtype=torch.long)
-    sigma_out = torch.full((n,), float("nan"), dtype=torch.float64)
-    status = [""] * n
-
+    problem = SamplingProblem(image_shape, NoiseStreams(seeds, image_shape), dtype, device, x_init=x_init,
+                              operator=operator, measurement=measurement, inverse_noise=cfg.inverse_noise,
+                              reproject=cfg.reproject)
+    outputs = SampleOutputs(n, image_shape, dtype, device)
     chunk = n if batch_size is None else max(1, int(batch_size))
     with torch.inference_mode():
         for lo in range(0, n, chunk):
-            rows = torch.arange(lo, min(n, lo + chunk))
-            _run_chunk(denoiser, cfg, rows, streams, image_shape, dtype, device, x_init, operator,
-                       measurement, callback, progress, out, last, steps, sigma_out, status)
+            _run(denoiser, cfg, problem, torch.arange(lo, min(n, lo + chunk)), outputs, callback, progress)
 
-    # Tensors made under inference_mode cannot enter autograd later (e.g. a Jacobian at a sample).
-    result = SampleResult(samples=out.clone(), last_iterate=last.clone(), steps=steps.clone(),
-                          evaluations=steps + 1, sigma=sigma_out.clone(), status=status, seeds=seeds,
-                          config=cfg, operator=operator)
+    result = outputs.result(seeds, cfg, operator)
     if result.failed:
         if raise_on_failure:
             raise SamplingError(result.failure_message(), result)
@@ -334,85 +202,132 @@ def sample(
     return result
 
 
-def _run_chunk(denoiser, cfg: SamplerConfig, rows: torch.Tensor, streams: NoiseStreams, image_shape, dtype,
-               device, x_init, operator, measurement, callback, progress, out, last, steps, sigma_out,
-               status) -> None:
-    """Advance the samples ``rows`` until each has converged, diverged or run out of steps."""
+def _parse_shape(shape_or_x_init) -> tuple[torch.Tensor | None, int | None, tuple[int, ...]]:
+    """(x_init or None, number of samples or None, (C, H, W)) from a shape or a batch of initial images."""
+    if isinstance(shape_or_x_init, torch.Tensor):
+        if shape_or_x_init.ndim != 4:
+            raise ValueError(f"initial images must be (N, C, H, W), got shape {tuple(shape_or_x_init.shape)}")
+        return shape_or_x_init, shape_or_x_init.shape[0], tuple(shape_or_x_init.shape[1:])
+    shape = tuple(int(s) for s in shape_or_x_init)
+    if len(shape) == 4:
+        return None, shape[0], shape[1:]
+    if len(shape) == 3:
+        return None, None, shape
+    raise ValueError(f"shape must be (C, H, W) or (N, C, H, W), got {shape}")
+
+
+def _check_measurement(operator, measurement, image_shape, n, dtype, device) -> torch.Tensor | None:
+    """The (n, m) measurements on the working device and dtype (one row broadcast to all), after checks."""
+    if (operator is None) != (measurement is None):
+        raise ValueError("give both operator and measurement for an inverse problem, or neither")
+    if operator is None:
+        return None
+    if tuple(operator.image_shape) != tuple(image_shape):
+        raise ValueError(f"operator acts on images {operator.image_shape}, but samples are {image_shape}")
+    if measurement.ndim == 1:
+        measurement = measurement.unsqueeze(0)
+    if measurement.shape[0] == 1 and n > 1:
+        measurement = measurement.expand(n, -1)
+    if tuple(measurement.shape) != (n, operator.num_measurements):
+        raise ValueError(f"measurement must be ({n}, {operator.num_measurements}), got {tuple(measurement.shape)}")
+    return measurement.to(device=device, dtype=dtype)
+
+
+def _run(denoiser, cfg: SamplerConfig, problem: SamplingProblem, rows: torch.Tensor, outputs: SampleOutputs,
+         callback, progress: bool) -> None:
+    """Algorithm 1 for samples ``rows`` until each has converged, diverged or run out of steps."""
     from tqdm.auto import tqdm
 
-    d = math.prod(image_shape)
-    full_noise = operator is not None and cfg.inverse_noise == "full"
-    dof = d - (operator.num_measurements if operator is not None and not full_noise else 0)
-    view = (-1,) + (1,) * len(image_shape)
-
-    z0 = streams.draw(rows.tolist()).to(device=device, dtype=dtype)
-    if x_init is not None:
-        x = x_init[rows].to(device=device, dtype=dtype)
-    else:
-        x = z0 * cfg.sigma_0 + cfg.init_mean
-        if full_noise:
-            x = operator.complement(torch.full_like(x, cfg.init_mean)) + operator.adjoint(measurement[rows]) \
-                + z0 * cfg.sigma_0
-        elif operator is not None:
-            x = operator.complement(x) + operator.adjoint(measurement[rows])
-    active = rows.clone()
-    meas = measurement[rows] if operator is not None else None
-
-    bar = tqdm(total=cfg.max_steps, disable=not progress, desc="sampling", leave=False, unit="step")
-    try:
+    batch = _ActiveSet(rows, problem, outputs, callback)
+    x = problem.initial(rows, cfg.sigma_0, cfg.init_mean)  # x_0 ~ N(init_mean, sigma_0^2 I)
+    with tqdm(total=cfg.max_steps, disable=not progress, desc="sampling", leave=False, unit="step") as bar:
         for t in range(1, cfg.max_steps + 1):
-            denoised = denoiser(x)
-            if denoised.shape != x.shape:
-                raise ValueError(f"denoiser returned shape {tuple(denoised.shape)} for input {tuple(x.shape)}")
-            denoised = denoised.to(dtype)
-            direction = denoised - x
-            if operator is not None:
-                direction = operator.complement(direction) + operator.adjoint(meas - operator.forward(x))
-            sigma = (direction.pow(2).flatten(1).sum(1) / dof).sqrt()
-
-            h, g = cfg.step_size(t), cfg.noise_scale(t)
-            noise = streams.draw(active.tolist()) if g > 0 else None
-
-            sig64 = sigma.double().cpu()
-            bad = ~torch.isfinite(sig64) | (sig64 > cfg.divergence_bound)
-            done = sig64 < cfg.sigma_final
-            finished = bad | done | torch.full_like(done, t == cfg.max_steps)
-            if callback is not None:
-                callback({"x": x, "denoised": denoised, "sigma": sigma, "index": active, "step": t, "h": h,
-                          "noise": noise, "finished": finished})
-
-            if finished.any():
-                fin = finished.nonzero().squeeze(1)
-                idx = active[fin]
-                final = denoised[fin.to(device)]
-                if operator is not None and cfg.reproject:
-                    final = operator.complement(final) + operator.adjoint(meas[fin.to(device)])
-                out[idx.to(device)] = final
-                last[idx.to(device)] = x[fin.to(device)]
-                sigma_out[idx] = sig64[fin]
-                for j, i in zip(fin.tolist(), idx.tolist()):
-                    status[i] = DIVERGED if bad[j] else CONVERGED if done[j] else MAX_STEPS
-                keep = (~finished).nonzero().squeeze(1)
-                if keep.numel() == 0:
-                    break
-                kd = keep.to(device)
-                x, direction, sigma, active = x[kd], direction[kd], sigma[kd], active[keep]
-                if meas is not None:
-                    meas = meas[kd]
-                if noise is not None:
-                    noise = noise[keep]
-                sig64 = sig64[keep]
-
-            # x_t = x_{t-1} + h_t d_t + gamma_t z_t, as separate exactly rounded operations so that
-            # each row's arithmetic is identical whatever else is in the batch.
-            x = x + direction * h
-            if noise is not None:
-                z = noise.to(device=device, dtype=dtype)
-                if operator is not None and not full_noise:
-                    z = operator.complement(z)
-                x = x + z * (sigma * g).view(view)
-            steps[active] += 1
+            x = _step(denoiser, x, t, cfg, problem, batch)
+            if x is None:
+                break
             bar.update(1)
-            bar.set_postfix(active=int(active.numel()), sigma=f"{float(sig64.max()):.3g}")
-    finally:
-        bar.close()
+            bar.set_postfix(active=len(batch), sigma=f"{float(batch.sigma.max()):.3g}")
+
+
+def _step(denoiser, x: torch.Tensor, t: int, cfg: SamplerConfig, problem: SamplingProblem,
+          batch: _ActiveSet) -> torch.Tensor | None:
+    """Iteration t of Algorithm 1 (App. A.2) on the active samples: x_{t-1} -> x_t, or None once all stopped."""
+    f = _denoise(denoiser, x, problem.dtype)                   # f(x_{t-1}): the step's one evaluation
+    d = problem.direction(f, x, batch.rows)                    # d_t = f(x_{t-1}) - x_{t-1}   (inverse: projected)
+    sigma = (d.pow(2).flatten(1).sum(1) / problem.dof).sqrt()  # sigma_t^2 = ||d_t||^2 / d  (d - m: unmeasured noise)
+    h, g = cfg.step_size(t), cfg.noise_scale(t)                # h_t;  g_t = gamma_t / sigma_t
+    z = problem.draw(batch.rows) if g > 0 else None            # z_t ~ N(0, I), from each sample's own stream
+    stop = _Stop.test(sigma, t, cfg)                           # loop test: stop once sigma_t < sigma_final (or a guard)
+    batch.settle(t, stop, x, f, sigma, h, z)                   # callback; a stopped sample's output is f(x_{t-1})
+    if not batch:                                              # every sample has stopped
+        return None
+    x, d, sigma, z = batch.keep(x, d, sigma, z)                # the samples that go on
+    x = x + d * h                                              # x_t = x_{t-1} + h_t d_t
+    if z is not None:                                          #       (beta = 1: no noise)
+        x = x + problem.noise(z) * (sigma * g).view(-1, 1, 1, 1)  #     + gamma_t z_t
+    return x
+
+
+def _denoise(denoiser, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """f(x) in the working precision; the denoiser must return images of the input's shape."""
+    denoised = denoiser(x)
+    if denoised.shape != x.shape:
+        raise ValueError(f"denoiser returned shape {tuple(denoised.shape)} for input {tuple(x.shape)}")
+    return denoised.to(dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class _Stop:
+    """Algorithm 1's stopping test at evaluation t for each active sample, with the failure guards."""
+
+    sigma: torch.Tensor  # sigma_t, float64 on the CPU
+    converged: torch.Tensor  # sigma_t < sigma_final: the loop ends
+    diverged: torch.Tensor  # sigma_t above divergence_bound or not finite
+    finished: torch.Tensor  # converged, diverged, or t = max_steps
+
+    @classmethod
+    def test(cls, sigma: torch.Tensor, t: int, cfg: SamplerConfig) -> "_Stop":
+        s = sigma.double().cpu()
+        diverged = ~torch.isfinite(s) | (s > cfg.divergence_bound)
+        converged = s < cfg.sigma_final
+        return cls(s, converged, diverged, diverged | converged | torch.full_like(converged, t == cfg.max_steps))
+
+
+class _ActiveSet:
+    """The samples still advancing: row j of the working batch is sample ``rows[j]`` of the output.
+
+    Bookkeeping only. At each evaluation the callback sees every active sample; those that stop
+    are recorded in ``outputs`` and leave the batch, so the denoiser only sees samples that go on.
+    """
+
+    def __init__(self, rows: torch.Tensor, problem: SamplingProblem, outputs: SampleOutputs, callback):
+        self.rows = rows  # global index of each working row (CPU, never changed in place)
+        self.sigma = None  # sigma_t (float64, CPU) of the samples that go on
+        self.problem, self.outputs, self.callback = problem, outputs, callback
+        self._keep: torch.Tensor | None = None  # working rows that went on at the last settle (None: all)
+
+    def __len__(self) -> int:
+        return self.rows.numel()
+
+    def settle(self, t: int, stop: _Stop, x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, h: float,
+               noise: torch.Tensor | None) -> None:
+        """Report evaluation t to the callback; record the samples that stop, with their denoised
+        image as output, and drop them from the batch."""
+        if self.callback is not None:
+            self.callback({"x": x, "denoised": denoised, "sigma": sigma, "index": self.rows, "step": t, "h": h,
+                           "noise": noise, "finished": stop.finished})
+        self._keep, self.sigma = None, stop.sigma
+        if not stop.finished.any():
+            return
+        fin = stop.finished.nonzero().squeeze(1)
+        idx, on = self.rows[fin], fin.to(x.device)
+        self.outputs.record(idx, t, self.problem.output(denoised[on], idx), x[on], stop.sigma[fin],
+                            stop.diverged[fin], stop.converged[fin])
+        self._keep = (~stop.finished).nonzero().squeeze(1)
+        self.rows, self.sigma = self.rows[self._keep], stop.sigma[self._keep]
+
+    def keep(self, *tensors: torch.Tensor | None) -> tuple:
+        """The rows of ``tensors`` (None passes through) that belong to samples that went on."""
+        if self._keep is None:
+            return tensors
+        return tuple(None if v is None else v[self._keep.to(v.device)] for v in tensors)
