@@ -200,8 +200,9 @@ class JacobianOperator:
             backend = "linearized" if _is_linearizable(denoiser) else "autograd"
         self.backend = backend
         self._lin = linearize(denoiser, self.y, channels_last) if backend == "linearized" else None
-        # The transpose pass: an explicit adjoint network (one forward-cost pass) when the
-        # architecture is known, else reverse-mode AD through the frozen network (about 2x).
+        # The transpose pass: the network's own adjoint (one forward-cost pass) when it has one
+        # and every layer of it is supported (a trial pass on zeros tells), else reverse-mode AD
+        # through the frozen network (about 2x); _check_linearization tests whichever is used.
         self._adjoint = _residual_adjoint_fn(self._lin) if self._lin is not None else None
         if self._adjoint is not None:
             try:
