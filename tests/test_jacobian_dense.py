@@ -1,4 +1,4 @@
-"""Dense Jacobian and the exact identities of paper eq. 6 (spec 7.2)."""
+"""Dense Jacobian and the exact identities of paper eq. 6."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from torch import nn
 
 from conftest import make_tiny
 from gahb.analysis.empirical import EmpiricalDenoiser
-from gahb.analysis.jacobian import JacobianOperator, jacobian, jacobian_loop, trace_exact
+from gahb.analysis.adaptive_basis import eigen_basis, svd_basis
+from gahb.analysis.eigensolvers import trace_exact
+from gahb.analysis.jacobian import JacobianOperator, jacobian, jacobian_loop
 from gahb.analysis.spectral import (
-    asymmetry, eigen_basis, identity_residuals, oracle_error, sure_mse, svd_basis, truncated_shrinkage_error,
+    asymmetry, identity_residuals, oracle_error, sure_mse, truncated_shrinkage_error,
 )
 
 

@@ -1,4 +1,4 @@
-"""Matrix-free Jacobian analysis: Lanczos top-k, exact and Hutchinson traces (spec 7.2)."""
+"""Matrix-free Jacobian analysis: Lanczos top-k, exact and Hutchinson traces."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import make_tiny
-from gahb.analysis.jacobian import JacobianOperator, jacobian, topk_eigs, trace_exact, trace_hutchinson
-from gahb.analysis.spectral import eigen_basis
+from gahb.analysis.adaptive_basis import eigen_basis
+from gahb.analysis.eigensolvers import topk_eigs, trace_exact, trace_hutchinson
+from gahb.analysis.jacobian import JacobianOperator, jacobian
 
 
 @pytest.fixture(scope="module")

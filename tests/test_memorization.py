@@ -1,5 +1,5 @@
-"""Memorization analysis (paper section 6; spec 6.1-6.3, 11.1): exact neighbours, Fig 2 similarities,
-denoising curves, distance to the empirical denoiser, patch collages."""
+"""Memorization analysis (paper section 2, Figs 1, 2 and 15): exact neighbours, Fig 2 similarities,
+denoising curves, distance to the empirical denoiser, patch collages, and their figures."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gahb.analysis import memorization as mem
+from gahb.report import memorization_figures as mem_figures
 
 
 def _brute(q, db, metric, center=False):
@@ -170,7 +171,7 @@ def test_similarity_histograms_figure(tmp_path):
     per_n = {10: {"paired": torch.rand(20, generator=g) * 0.5, "nearest_train": 0.9 + 0.1 * torch.rand(20, generator=g)},
              1000: mem.memorization_summary(paired=torch.rand(20, generator=g), nearest_train=torch.rand(20, generator=g),
                                              n_train=1000, bins=20)}
-    fig = mem.similarity_histograms_figure(per_n, bins=20, path=tmp_path / "fig2.png")
+    fig = mem_figures.similarity_histograms_figure(per_n, bins=20, path=tmp_path / "fig2.png")
     assert (tmp_path / "fig2.png").stat().st_size > 1000
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 2 and axes[0].get_xlim() == (0.0, 1.0)
@@ -290,15 +291,15 @@ def test_curve_figures(tmp_path):
     g = torch.Generator().manual_seed(10)
     images = torch.rand(2, 1, 4, 4, generator=g)
     c = mem.denoising_curve(ShrinkTo(images[:1], 0.5), images, input_psnrs=[0, 3, 6])
-    fig = mem.denoising_curves_figure({1: {"train": c, "test": c}, 10: {"test": c}}, path=tmp_path / "fig1.png")
+    fig = mem_figures.denoising_curves_figure({1: {"train": c, "test": c}, 10: {"test": c}}, path=tmp_path / "fig1.png")
     assert (tmp_path / "fig1.png").stat().st_size > 1000
     assert len([a for a in fig.axes if a.get_visible()]) == 2
-    mem.psnr_gap_figure({40: {10: 5.0, 100: 1.0, 1000: -0.1}, 80: {10: 8.0, 100: 3.0}}, path=tmp_path / "fig15.png")
+    mem_figures.psnr_gap_figure({40: {10: 5.0, 100: 1.0, 1000: -0.1}, 80: {10: 8.0, 100: 3.0}}, path=tmp_path / "fig15.png")
     assert (tmp_path / "fig15.png").stat().st_size > 1000
 
 
 # ------------------------------------------------------------------------------------------------
-# 4. distance to the empirical denoiser (spec 11.1)
+# 4. distance to the empirical denoiser
 
 
 class FixedSigmaEmpirical(torch.nn.Module):
@@ -341,7 +342,7 @@ def test_distance_to_empirical_identity_on_one_image():
 
 
 # ------------------------------------------------------------------------------------------------
-# 5. patch collages (spec 6.2)
+# 5. patch collages (section 2)
 
 
 def test_to_patches_layout():
@@ -397,7 +398,7 @@ def test_patch_matches_brute_force_and_collage():
 
 
 # ------------------------------------------------------------------------------------------------
-# End to end: the memorization regime of Fig 2 with the exact memorising denoiser (spec 11.1)
+# End to end: the memorization regime of Fig 2 with the exact memorising denoiser
 
 
 def test_fig2_measures_on_empirical_denoisers_memorise():

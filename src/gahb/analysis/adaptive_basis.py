@@ -1,10 +1,19 @@
-"""One-call Jacobian analysis of a denoiser on one clean image over several noise levels (paper section 3).
+"""The adaptive basis of a denoiser Jacobian, and its one-call analysis on one image (paper section 3).
 
-For each sigma: y = x + sigma z (one fixed z for all sigma, so curves over sigma are smooth), then
-the adaptive basis of J(y) (dense eigendecomposition, or top-k by Lanczos), its shrinkage factors,
-the coefficients <x, e_k> and <y, e_k>, the asymmetry of J, the exact identities of eq. 6, the
-effective dimensionality tr J (eq. 7), SURE against the true MSE, and the fixed-basis oracle error
-in the adaptive basis (eqs. 11-12). This is what ``gahb jacobian`` runs and writes to JSON.
+At a noisy image y the denoiser acts as f(y) = J(y) y (eq. 6). The eigenvectors e_k of the
+symmetric part S = (J + J^T)/2, with eigenvalues lambda_k in descending order, form the adaptive
+basis and its shrinkage factors: f(y) ~ sum_k lambda_k <y, e_k> e_k. For trained networks these
+are geometry-adaptive harmonic bases (GAHBs, Fig 3): harmonics oscillating along the image's
+contours and within its homogeneous regions. :class:`AdaptiveBasis` holds such a basis (or the SVD of J), built by
+:func:`eigen_basis` and :func:`svd_basis` from a dense J or by :func:`basis_from_topk` from the
+Lanczos top-k of :func:`~gahb.analysis.eigensolvers.topk_eigs`.
+
+:func:`analyze_image` runs the whole analysis for each sigma: y = x + sigma z (one fixed z for all
+sigma, so curves over sigma are smooth), then the adaptive basis of J(y) (dense eigendecomposition,
+or top-k by Lanczos), its shrinkage factors, the coefficients <x, e_k> and <y, e_k>, the asymmetry
+of J, the exact identities of eq. 6, the effective dimensionality tr J (eq. 7), SURE against the
+true MSE, and the fixed-basis oracle error in the adaptive basis (eqs. 11-12), with the linear
+algebra of :mod:`gahb.analysis.spectral`. This is what ``gahb jacobian`` runs and writes to JSON.
 """
 
 from __future__ import annotations
@@ -19,7 +28,91 @@ from torch import nn
 
 from gahb.analysis import spectral
 from gahb.analysis.jacobian import JacobianOperator, jacobian, topk_eigs, trace_exact, trace_hutchinson
+from gahb.analysis.spectral import asymmetry, flat_float64, to_float64
 from gahb.models.base import as_single_image
+
+
+# --------------------------------------------------------------------------------------------
+# The basis
+
+
+@dataclass
+class AdaptiveBasis:
+    """An (adaptive) orthonormal basis with its shrinkage factors.
+
+    ``eigenvalues`` (k,) descending; ``eigenvectors`` (d, k) orthonormal columns e_k; ``shape``
+    the image shape (C, H, W) to reshape columns. For ``method="svd"``, ``eigenvalues`` are the
+    singular values s_k, ``eigenvectors`` the right singular vectors v_k and ``left`` the u_k.
+    ``complete`` is True when the k vectors span the whole space (k = d).
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    shape: tuple
+    method: str = "eigh"
+    left: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return self.eigenvalues.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.eigenvectors.shape[0]
+
+    @property
+    def complete(self) -> bool:
+        return self.k == self.d
+
+    def coefficients(self, img) -> np.ndarray:
+        """<img, e_k> for every basis vector (k,)."""
+        return self.eigenvectors.T @ flat_float64(img)
+
+    def images(self, which=None) -> np.ndarray:
+        """Basis vectors reshaped to images, (k, C, H, W) (or the selected indices)."""
+        E = self.eigenvectors if which is None else self.eigenvectors[:, list(which)]
+        return E.T.reshape(-1, *self.shape)
+
+    def shrink(self, y, terms: int | None = None) -> np.ndarray:
+        """sum_{k < terms} lambda_k <y, e_k> e_k (for SVD: sum s_k <y, v_k> u_k), flat (d,)."""
+        n = self.k if terms is None else min(terms, self.k)
+        c = self.eigenvectors[:, :n].T @ flat_float64(y)
+        out_basis = self.left if self.left is not None else self.eigenvectors
+        return out_basis[:, :n] @ (self.eigenvalues[:n] * c)
+
+
+def eigen_basis(J, shape: tuple | None = None, k: int | None = None) -> AdaptiveBasis:
+    """Eigendecomposition of S = (J + J^T)/2 in float64, eigenvalues descending (paper Fig 3)."""
+    J = to_float64(J)
+    S = 0.5 * (J + J.T)
+    w, V = np.linalg.eigh(S)
+    order = np.argsort(w)[::-1]
+    if k is not None:
+        order = order[:k]
+    return AdaptiveBasis(w[order], V[:, order], tuple(shape) if shape else (J.shape[0],), "eigh",
+                         info={"asymmetry": asymmetry(J)})
+
+
+def svd_basis(J, shape: tuple | None = None, k: int | None = None) -> AdaptiveBasis:
+    """SVD J = U diag(s) V^T (float64); ``eigenvectors`` = V (input side), ``left`` = U."""
+    J = to_float64(J)
+    U, s, Vt = np.linalg.svd(J)
+    n = len(s) if k is None else k
+    return AdaptiveBasis(s[:n], Vt[:n].T, tuple(shape) if shape else (J.shape[0],), "svd", left=U[:, :n],
+                         info={"asymmetry": asymmetry(J)})
+
+
+def basis_from_topk(topk, shape: tuple) -> AdaptiveBasis:
+    """Wrap a :class:`gahb.analysis.eigensolvers.TopK` result as an (incomplete) adaptive basis."""
+    return AdaptiveBasis(np.asarray(topk.eigenvalues), np.asarray(topk.eigenvectors), tuple(shape), "lanczos",
+                         info={"residuals": np.asarray(topk.residuals), "matvecs": topk.matvecs,
+                               "converged": topk.converged})
+
+
+# --------------------------------------------------------------------------------------------
+# The analysis of one image over several noise levels
+
 
 METHODS = ("dense", "topk")
 
@@ -73,7 +166,7 @@ class SigmaAnalysis:
     x: np.ndarray
     y: np.ndarray
     fy: np.ndarray
-    basis: spectral.AdaptiveBasis
+    basis: AdaptiveBasis
     coef_x: np.ndarray
     coef_y: np.ndarray
     numbers: dict
@@ -130,8 +223,8 @@ def analyze_sigma(denoiser: nn.Module, x: torch.Tensor, sigma: float, cfg: Jacob
     trace: dict = {}
     if cfg.method == "dense":
         J = jacobian(op, progress=progress)
-        basis = spectral.eigen_basis(J, shape)
-        svd = spectral.svd_basis(J, shape) if cfg.svd else None
+        basis = eigen_basis(J, shape)
+        svd = svd_basis(J, shape) if cfg.svd else None
         num["asymmetry"] = basis.info["asymmetry"]
         num["asymmetry_method"] = "exact"
         identities.update(spectral.identity_residuals(J, yf, fy, basis, svd))
@@ -142,7 +235,7 @@ def analyze_sigma(denoiser: nn.Module, x: torch.Tensor, sigma: float, cfg: Jacob
     else:
         top = topk_eigs(op, cfg.k, tol=cfg.tol, block=cfg.block, guard=cfg.guard, seed=cfg.seed,
                         progress=progress)
-        basis = spectral.basis_from_topk(top, shape)
+        basis = basis_from_topk(top, shape)
         num["asymmetry"] = _asymmetry_estimate(op, cfg.probes, cfg.seed)
         num["asymmetry_method"] = f"estimated from {cfg.probes} Rademacher probes"
         num["lanczos"] = {"matvecs": top.matvecs, "converged": top.converged, "tol": top.tol,

@@ -1,4 +1,4 @@
-"""Is a sample a copy of a training image? A calibrated distance-ratio test (paper section 6.2, Fig 2).
+"""Is a sample a copy of a training image? A calibrated distance-ratio test (paper section 2, Fig 2).
 
 The paper calls a sample memorised when it is nearly identical to a training image. A fixed
 threshold on the cosine to the nearest training image does not separate copies from new images:
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gahb.analysis.memorization import nearest_neighbors
+from gahb.analysis.nearest import nearest_neighbors
 from gahb.analysis.uncertainty import difference_interval, fraction_interval
 
 COPY_RATIO = 1 / 3  # d1 / d2 below this: a copy (Yoon et al. 2023; Gu et al. 2025)

@@ -1,4 +1,4 @@
-"""The closed-form empirical (memorising) denoiser: the memorisation reference point (spec 11.1).
+"""The closed-form empirical (memorising) denoiser: the memorisation reference point (paper section 2).
 
 For a training set {x_i} the optimum of the denoising objective at noise sigma is the posterior
 mean under the empirical distribution,

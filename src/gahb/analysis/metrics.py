@@ -1,4 +1,4 @@
-"""Image-quality and similarity metrics (paper section 6; spec 6.1-6.2)."""
+"""Image-quality and similarity metrics (PSNR of the paper's Figs 1 and 15, cosine of Fig 2)."""
 
 from __future__ import annotations
 

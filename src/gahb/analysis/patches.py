@@ -1,7 +1,7 @@
-"""Patch-recombination analysis: are samples copies or collages of training images? (spec 6.2)
+"""Patch-recombination analysis: are samples copies or collages of training images? (paper section 2)
 
 The paper notes that at N = 100 on LSUN bedrooms samples are "patch collages" of training images
-(section 6.2). To test this, a sample is split into non-overlapping p x p patches (p = 20 for
+(section 2). To test this, a sample is split into non-overlapping p x p patches (p = 20 for
 80x80 images); for each patch the training image whose patch *at the same location* correlates
 best (mean-removed cosine by default, like the official ``im_set_corr``) is its source. A sample
 all of whose patches share one source is a **copy**; otherwise a **collage**.
@@ -20,7 +20,7 @@ import torch
 
 from gahb.utils.device import no_tf32
 
-from .memorization import RunningTopK, _as_tensor, _database_length, iter_chunks
+from .nearest import RunningTopK, as_tensor, database_length, iter_chunks
 
 COPY, COLLAGE, NOVEL, FLAT = "copy", "collage", "novel", "flat"
 
@@ -71,15 +71,15 @@ class PatchMatches:
 def patch_matches(samples, train, patch: int = 20, center: bool = True, chunk: int = 1024,
                   dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
                   flat_eps: float = 1e-6, progress: bool = False) -> PatchMatches:
-    """For each sample patch, the training image whose patch at the same location correlates best (spec 6.2).
+    """For each sample patch, the training image whose patch at the same location correlates best.
 
     ``train`` may be a tensor/array, a ``Pool``, a callable returning chunks or an iterable of
-    chunks (:func:`gahb.analysis.memorization.iter_chunks`); it is read once, in chunks, and all
+    chunks (:func:`gahb.analysis.nearest.iter_chunks`); it is read once, in chunks, and all
     patch locations are matched together with one batched product per chunk. Patches whose
     per-pixel standard deviation (after mean removal, or RMS without it) is below ``flat_eps``
     are flat: marked invalid. Ties go to the lower training index.
     """
-    samples = _as_tensor(samples)
+    samples = as_tensor(samples)
     device = torch.device(device) if device is not None else samples.device
     q, valid = _unit_patches(samples, patch, center, dtype, device, flat_eps)  # (L, B, D)
     n_loc, b, _ = q.shape
@@ -87,7 +87,7 @@ def patch_matches(samples, train, patch: int = 20, center: bool = True, chunk: i
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=_database_length(train), desc="patch matches", unit="img", disable=not progress)
+    bar = tqdm(total=database_length(train), desc="patch matches", unit="img", disable=not progress)
     seen = 0
     with no_tf32():
         for offset, rows in iter_chunks(train, chunk):
@@ -139,7 +139,7 @@ class PatchClassification:
 
 
 def classify_patches(matches: PatchMatches, min_similarity: float | None = None) -> PatchClassification:
-    """Copy if every (non-flat) patch comes from the same training image, else collage (spec 6.2).
+    """Copy if every (non-flat) patch comes from the same training image, else collage.
 
     With ``min_similarity`` (e.g. 0.9), a sample having a valid patch whose best match is below
     it is "novel" rather than a copy or collage: the argmax alone assigns a source to any patch.

@@ -1,118 +1,63 @@
-"""Geometry-adaptive harmonic bases: eigen-analysis of a denoiser Jacobian (paper section 3; spec 7).
+"""Linear algebra on a denoiser Jacobian J and its adaptive basis (paper section 3, eqs. 6-7, 11-12).
 
-Given the Jacobian J of a denoiser at a noisy image y (dense from
-:func:`gahb.analysis.jacobian.jacobian` or top-k from :func:`~gahb.analysis.jacobian.topk_eigs`):
+The basis itself, :class:`~gahb.analysis.adaptive_basis.AdaptiveBasis` (eigenvectors of
+S = (J + J^T)/2 or the SVD of J, paper Fig 3), lives in :mod:`gahb.analysis.adaptive_basis`; these
+are the measurements made with it, on NumPy float64 arrays:
 
-* the adaptive basis: eigenvectors e_k of the symmetric part S = (J + J^T)/2 with eigenvalues
-  lambda_k sorted in descending order, the shrinkage factors of paper eq. 6 (or the SVD of J);
-* what is exactly true and what is not. For a bias-free network f(y) = J y exactly (eq. 6). The
-  paper writes J y = sum_k lambda_k <y, e_k> e_k *assuming* J symmetric; for the real, slightly
-  asymmetric J the exact statements are
+* the asymmetry ||J - J^T||_F / ||J||_F (:func:`asymmetry`) and what is exactly true and what is
+  not. For a bias-free network f(y) = J y exactly (eq. 6). The paper writes
+  J y = sum_k lambda_k <y, e_k> e_k *assuming* J symmetric; for the real, slightly asymmetric J
+  the exact statements are
 
       f(y) = sum_k lambda_k <y, e_k> e_k + A y,   A = (J - J^T)/2     (eigenbasis of S)
       f(y) = sum_k s_k <y, v_k> u_k                                  (SVD J = U diag(s) V^T)
 
-  and ||A y|| / ||f(y)|| is the gap the symmetric shrinkage picture leaves (:func:`identity_residuals`);
-* SURE (eq. 7), the fixed-basis oracle (eq. 11) and its thresholding bound (eq. 12).
+  and ||A y|| / ||f(y)|| is the gap the symmetric shrinkage picture leaves (:func:`identity_residuals`,
+  :func:`truncated_shrinkage_error`);
+* SURE (eq. 7, App. D) from the effective dimensionality tr J (:func:`sure_mse`);
+* the fixed-basis oracle (eq. 11) and its thresholding bound (eq. 12) (:func:`oracle_error`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from .adaptive_basis import AdaptiveBasis
 
-def _np(a) -> np.ndarray:
+# The basis and its constructors moved to adaptive_basis.py; they stay importable from here, loaded
+# on first access (adaptive_basis imports this module, so importing them eagerly would be circular).
+_MOVED = ("AdaptiveBasis", "basis_from_topk", "eigen_basis", "svd_basis")
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        from . import adaptive_basis
+
+        return getattr(adaptive_basis, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def to_float64(a) -> np.ndarray:
+    """A tensor or array-like as a NumPy float64 array (tensors detached and moved to the CPU)."""
     if isinstance(a, torch.Tensor):
         a = a.detach().cpu().double().numpy()
     return np.asarray(a, dtype=np.float64)
 
 
-def _flat(a) -> np.ndarray:
-    return _np(a).reshape(-1)
-
-
-@dataclass
-class AdaptiveBasis:
-    """An (adaptive) orthonormal basis with its shrinkage factors.
-
-    ``eigenvalues`` (k,) descending; ``eigenvectors`` (d, k) orthonormal columns e_k; ``shape``
-    the image shape (C, H, W) to reshape columns. For ``method="svd"``, ``eigenvalues`` are the
-    singular values s_k, ``eigenvectors`` the right singular vectors v_k and ``left`` the u_k.
-    ``complete`` is True when the k vectors span the whole space (k = d).
-    """
-
-    eigenvalues: np.ndarray
-    eigenvectors: np.ndarray
-    shape: tuple
-    method: str = "eigh"
-    left: np.ndarray | None = None
-    info: dict = field(default_factory=dict)
-
-    @property
-    def k(self) -> int:
-        return self.eigenvalues.shape[0]
-
-    @property
-    def d(self) -> int:
-        return self.eigenvectors.shape[0]
-
-    @property
-    def complete(self) -> bool:
-        return self.k == self.d
-
-    def coefficients(self, img) -> np.ndarray:
-        """<img, e_k> for every basis vector (k,)."""
-        return self.eigenvectors.T @ _flat(img)
-
-    def images(self, which=None) -> np.ndarray:
-        """Basis vectors reshaped to images, (k, C, H, W) (or the selected indices)."""
-        E = self.eigenvectors if which is None else self.eigenvectors[:, list(which)]
-        return E.T.reshape(-1, *self.shape)
-
-    def shrink(self, y, terms: int | None = None) -> np.ndarray:
-        """sum_{k < terms} lambda_k <y, e_k> e_k (for SVD: sum s_k <y, v_k> u_k), flat (d,)."""
-        n = self.k if terms is None else min(terms, self.k)
-        c = self.eigenvectors[:, :n].T @ _flat(y)
-        out_basis = self.left if self.left is not None else self.eigenvectors
-        return out_basis[:, :n] @ (self.eigenvalues[:n] * c)
+def flat_float64(a) -> np.ndarray:
+    """:func:`to_float64`, flattened to (d,)."""
+    return to_float64(a).reshape(-1)
 
 
 def asymmetry(J) -> float:
     """||J - J^T||_F / ||J||_F (0 for a symmetric Jacobian; small for trained denoisers)."""
-    J = _np(J)
+    J = to_float64(J)
     return float(np.linalg.norm(J - J.T) / max(np.linalg.norm(J), 1e-300))
-
-
-def eigen_basis(J, shape: tuple | None = None, k: int | None = None) -> AdaptiveBasis:
-    """Eigendecomposition of S = (J + J^T)/2 in float64, eigenvalues descending (paper Fig 3)."""
-    J = _np(J)
-    S = 0.5 * (J + J.T)
-    w, V = np.linalg.eigh(S)
-    order = np.argsort(w)[::-1]
-    if k is not None:
-        order = order[:k]
-    return AdaptiveBasis(w[order], V[:, order], tuple(shape) if shape else (J.shape[0],), "eigh",
-                         info={"asymmetry": asymmetry(J)})
-
-
-def svd_basis(J, shape: tuple | None = None, k: int | None = None) -> AdaptiveBasis:
-    """SVD J = U diag(s) V^T (float64); ``eigenvectors`` = V (input side), ``left`` = U."""
-    J = _np(J)
-    U, s, Vt = np.linalg.svd(J)
-    n = len(s) if k is None else k
-    return AdaptiveBasis(s[:n], Vt[:n].T, tuple(shape) if shape else (J.shape[0],), "svd", left=U[:, :n],
-                         info={"asymmetry": asymmetry(J)})
-
-
-def basis_from_topk(topk, shape: tuple) -> AdaptiveBasis:
-    """Wrap a :class:`gahb.analysis.jacobian.TopK` result as an (incomplete) adaptive basis."""
-    return AdaptiveBasis(np.asarray(topk.eigenvalues), np.asarray(topk.eigenvectors), tuple(shape), "lanczos",
-                         info={"residuals": np.asarray(topk.residuals), "matvecs": topk.matvecs,
-                               "converged": topk.converged})
 
 
 def identity_residuals(J, y, fy, basis: AdaptiveBasis | None = None, svd: AdaptiveBasis | None = None) -> dict:
@@ -125,7 +70,7 @@ def identity_residuals(J, y, fy, basis: AdaptiveBasis | None = None, svd: Adapti
       error of the computation);
     * ``svd``: ||sum_k s_k <y,v_k> u_k - f(y)|| (exact).
     """
-    J, y, fy = _np(J), _flat(y), _flat(fy)
+    J, y, fy = to_float64(J), flat_float64(y), flat_float64(fy)
     nf = max(np.linalg.norm(fy), 1e-300)
     out = {"linear": float(np.linalg.norm(J @ y - fy) / nf)}
     Ay = 0.5 * (J @ y - J.T @ y)
@@ -146,7 +91,7 @@ def truncated_shrinkage_error(basis: AdaptiveBasis, y, fy, terms=None) -> np.nda
 
     How much of the denoised image the top-K shrinkage explains (works with a top-k basis).
     """
-    y, fy = _flat(y), _flat(fy)
+    y, fy = flat_float64(y), flat_float64(fy)
     terms = np.arange(1, basis.k + 1) if terms is None else np.asarray(terms)
     c = basis.eigenvectors.T @ y
     out_basis = basis.left if basis.left is not None else basis.eigenvectors
@@ -161,7 +106,7 @@ def sure_mse(y, fy, trace: float, sigma: float) -> float:
     MSE ~ ||y - f(y)||^2 / d + 2 sigma^2 tr(J) / d - sigma^2, unbiased over the noise when
     y = x + sigma z with z ~ N(0, I) (for one draw it is a noisy estimate of the true MSE).
     """
-    y, fy = _flat(y), _flat(fy)
+    y, fy = flat_float64(y), flat_float64(fy)
     d = y.size
     return float(np.sum((y - fy) ** 2) / d + 2.0 * sigma**2 * trace / d - sigma**2)
 
@@ -169,8 +114,9 @@ def sure_mse(y, fy, trace: float, sigma: float) -> float:
 def oracle_error(basis, x, sigma: float, shrinkage=None) -> dict:
     """Fixed-basis oracle denoising error of a clean image ``x`` at noise ``sigma`` (paper eqs. 11-12).
 
-    With coefficients c_k = <x, e_k> in the orthonormal basis (columns of ``basis``, an
-    :class:`AdaptiveBasis` or a (d, k) array):
+    With coefficients c_k = <x, e_k> in the orthonormal basis (columns of ``basis``: an
+    :class:`~gahb.analysis.adaptive_basis.AdaptiveBasis`, anything else with ``eigenvectors``, or a
+    (d, k) array):
 
     * ``optimal`` = sum_k sigma^2 c_k^2 / (c_k^2 + sigma^2), the error of the best shrinkage
       lambda_k = c_k^2 / (c_k^2 + sigma^2) (eq. 11 minimised);
@@ -183,8 +129,8 @@ def oracle_error(basis, x, sigma: float, shrinkage=None) -> dict:
     then includes ``residual_energy`` = ||x - QQ^T x||^2. All totals are also reported per pixel
     (suffix ``_per_pixel``, comparable with an MSE).
     """
-    E = basis.eigenvectors if isinstance(basis, AdaptiveBasis) else _np(basis)
-    x = _flat(x)
+    E = basis.eigenvectors if hasattr(basis, "eigenvectors") else to_float64(basis)
+    x = flat_float64(x)
     d = x.size
     c2 = (E.T @ x) ** 2
     s2 = float(sigma) ** 2
@@ -196,7 +142,7 @@ def oracle_error(basis, x, sigma: float, shrinkage=None) -> dict:
         "residual_energy": rest,
     }
     if shrinkage is not None:
-        lam = _flat(shrinkage)
+        lam = flat_float64(shrinkage)
         if lam.size != c2.size:
             raise ValueError(f"shrinkage has {lam.size} factors for {c2.size} basis vectors")
         out["given"] = float(np.sum((1 - lam) ** 2 * c2 + lam**2 * s2)) + rest
@@ -207,4 +153,5 @@ def oracle_error(basis, x, sigma: float, shrinkage=None) -> dict:
 
 
 def psnr_from_mse(mse: float) -> float:
+    """PSNR (dB) of a per-pixel MSE for images with peak value 1 (floored at MSE 1e-30)."""
     return 10.0 * math.log10(1.0 / max(mse, 1e-30))

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gahb.analysis.jacobian import JacobianOperator, trace_exact, trace_hutchinson
+from gahb.analysis.eigensolvers import trace_exact, trace_hutchinson
+from gahb.analysis.jacobian import JacobianOperator
 
 
 def _noise(shape, seed: int, image: int, draw: int) -> torch.Tensor:

@@ -145,7 +145,7 @@ def run(args) -> int:
         summary["models"].append(entry)
         save_arrays(ia, out / f"{prefix}arrays.npz", max_vectors=max(cfg.k, 256))
         if not args.no_figures:
-            from gahb.analysis.jacobian_figures import write_all
+            from gahb.report.jacobian_figures import write_all
 
             entry["figures"] = write_all(ia, out, every=args.every, start=args.start, count=args.count, prefix=prefix)
         for r in ia.results:
@@ -157,7 +157,7 @@ def run(args) -> int:
                   f"asymmetry {n['asymmetry']:.3f}, SURE {n['sure']['mse_sure']:.2e} vs MSE {n['mse_true']:.2e}, "
                   f"|Jy-f(y)|/|f(y)| = {n['identities']['linear']:.1e}")
     if len(analyses) == 2 and not args.no_figures:
-        from gahb.analysis.jacobian_figures import comparison_figure, effective_dimension_figure
+        from gahb.report.jacobian_figures import comparison_figure, effective_dimension_figure
         from gahb.report.figures import pyplot
 
         plt = pyplot()

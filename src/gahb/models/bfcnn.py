@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .adjoint import sequential_adjoint
 from .base import ResidualDenoiser, check_batch
 from .bfbn import BFBatchNorm2d
 
@@ -45,3 +46,12 @@ class BFCNN(ResidualDenoiser):
     def residual(self, y: torch.Tensor) -> torch.Tensor:
         check_batch(y, self.in_channels)
         return self.net(y)
+
+    def residual_adjoint(self, u: torch.Tensor) -> torch.Tensor:
+        """R^T u for the residual R of a frozen-activation copy of this BF-CNN (its layers in reverse).
+
+        Only for the linear network of :func:`gahb.analysis.jacobian.linearize` (BF-BN folded, every
+        ReLU a :class:`~gahb.models.adjoint.FrozenReLU`), where R = I - J(y) (paper eq. 6); any other
+        layer raises :class:`~gahb.models.adjoint.NoAdjoint`. ``u`` is a (B, C, H, W) batch.
+        """
+        return sequential_adjoint(self.net, u)

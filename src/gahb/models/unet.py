@@ -1,4 +1,4 @@
-"""The paper's bias-free UNet (App. A.1, Table 1; spec section 3.2).
+"""The paper's bias-free UNet (App. A.1, Table 1).
 
 Widths double per encoder block (64, 128, 256, mid 512 for 3 blocks), average pooling down,
 transposed convolutions up, concatenated skips, two 3x3 convolutions per block, BF-BN + ReLU
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .adjoint import leaf_adjoint, sequential_adjoint
 from .base import ResidualDenoiser, check_batch
 from .bfbn import BFBatchNorm2d
 
@@ -138,3 +139,33 @@ class UNet(ResidualDenoiser):
             x = up(x)
             x = block(torch.cat([x, skips.pop()], dim=1))
         return x[..., :h, :w]
+
+    def residual_adjoint(self, u: torch.Tensor) -> torch.Tensor:
+        """R^T u for the residual R of a frozen-activation copy of this UNet (its forward in reverse).
+
+        Only for the linear network of :func:`gahb.analysis.jacobian.linearize` (BF-BN folded, every
+        ReLU a :class:`~gahb.models.adjoint.FrozenReLU`), where R = I - J(y) (paper eq. 6); any other
+        layer raises :class:`~gahb.models.adjoint.NoAdjoint`. ``u`` is a (B, C, H, W) batch.
+        """
+        h, w = u.shape[-2:]
+        m = self.multiple
+        ph, pw = (-h) % m, (-w) % m
+        g = F.pad(u, (0, pw, 0, ph)) if (ph or pw) else u  # adjoint of the final crop
+        nb = len(self.encoder)
+        g_skips: list[torch.Tensor | None] = [None] * nb
+        for j in reversed(range(nb)):
+            g = sequential_adjoint(self.decoder[j], g)
+            c_up = self.up[j].out_channels
+            g, g_skips[nb - 1 - j] = g[:, :c_up], g[:, c_up:]  # adjoint of the skip concatenation
+            g = leaf_adjoint(self.up[j], g)
+        g = sequential_adjoint(self.mid, g)
+        for b in reversed(range(nb)):
+            g = leaf_adjoint(self.pool, g) + g_skips[b]
+            g = sequential_adjoint(self.encoder[b], g)
+        if ph or pw:
+            # Adjoint of the input padding (reflect/replicate fold edge rows back): tiny, via autograd.
+            x = torch.zeros(u.shape, dtype=u.dtype, device=u.device, requires_grad=True)
+            with torch.enable_grad():
+                padded, _, _ = self._pad(x)
+                (g,) = torch.autograd.grad(padded, x, g)
+        return g

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gahb.analysis.jacobian_figures import _gray, eigenvector_montage, montage_indices
-from gahb.report.figures import pyplot, save_figure
+from gahb.report.figures import gray_panel as _gray, pyplot, save_figure
+from gahb.report.jacobian_figures import eigenvector_montage, montage_indices
 
 
 def _fig(figs: list, out: Path, name: str, caption: str) -> Path:

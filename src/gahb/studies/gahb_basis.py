@@ -179,8 +179,8 @@ def _spectra_figure(analyses, labels, path):
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
     """Analyse the two networks' Jacobians at one held-out image; write results.json and figures."""
     from gahb.analysis.adaptive_basis import JacobianAnalysisConfig, analyze_image, analyze_sigma, spectrum_statistics
-    from gahb.analysis.jacobian_figures import (comparison_figure, effective_dimension_figure,
-                                                eigenvector_montage, montage_indices)
+    from gahb.report.jacobian_figures import (comparison_figure, effective_dimension_figure,
+                                              eigenvector_montage, montage_indices)
     from gahb.report.figures import pyplot
     from gahb.training.checkpoint import load_denoiser
     from gahb.utils.device import resolve_device

@@ -137,8 +137,7 @@ def _pick_disks(params: torch.Tensor, count: int, min_contrast: float) -> list[i
 
 def _eigen_figure(item: dict, tangent: torch.Tensor, shape, path, count: int = 10) -> None:
     """Paper Fig. 5 (right): clean/noisy/denoised, the orthonormal tangent basis, the top eigenvectors."""
-    from gahb.analysis.jacobian_figures import _diverging, _gray
-    from gahb.report.figures import pyplot, save_figure
+    from gahb.report.figures import diverging_panel as _diverging, gray_panel as _gray, pyplot, save_figure
 
     plt = pyplot()
     ana = item["analysis"]

@@ -74,8 +74,7 @@ PRESETS = {
 
 def _figure(curves: dict, spectra: dict, ex: dict, cfg: Config, path) -> None:
     """Paper Fig. 21: PSNR curves and spectra of both models, and a shuffled example."""
-    from gahb.analysis.jacobian_figures import _gray
-    from gahb.report.figures import pyplot, save_figure
+    from gahb.report.figures import gray_panel as _gray, pyplot, save_figure
 
     plt = pyplot()
     fig = plt.figure(figsize=(10.0, 6.2))
@@ -124,8 +123,7 @@ def _figure(curves: dict, spectra: dict, ex: dict, cfg: Config, path) -> None:
 
 def _eigen_figure(bases: dict, shuffle, indices, path) -> None:
     """Eigenvectors e_k of each model (the shuffled model's unshuffled for display)."""
-    from gahb.analysis.jacobian_figures import _diverging
-    from gahb.report.figures import pyplot, save_figure
+    from gahb.report.figures import diverging_panel as _diverging, pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(2, len(indices), figsize=(1.5 * len(indices), 3.4), squeeze=False)

@@ -275,8 +275,8 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     """Run the transition study into ``out_dir`` (see the module docstring); returns the results dict."""
     import torch
 
-    from gahb.analysis.memorization import (denoising_curves_figure, psnr_gap_figure,
-                                            similarity_histograms_figure)
+    from gahb.report.memorization_figures import (denoising_curves_figure, psnr_gap_figure,
+                                                  similarity_histograms_figure)
     from gahb.data.datasets import load_pool, load_split
     from gahb.utils.io import atomic_write_json, read_json
 

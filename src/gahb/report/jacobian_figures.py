@@ -1,4 +1,4 @@
-"""Figures of the adaptive-basis analysis (paper Figs 3-5, 17, 19-21; spec 7.3).
+"""Figures of the adaptive-basis analysis (paper sections 3 and 4: Figs 3-5, 17, 19-21).
 
 matplotlib is imported lazily with the Agg backend, so importing this module is cheap and works
 headless. Every function returns the figure and, given ``path``, also saves it (PNG) atomically.
@@ -13,30 +13,7 @@ import os
 
 import numpy as np
 
-from gahb.report.figures import pyplot, save_figure
-
-CMAP = "RdBu_r"
-
-
-def _gray(ax, img, title=None) -> None:
-    img = np.asarray(img)
-    ax.imshow(img[0] if img.shape[0] == 1 else np.clip(np.moveaxis(img, 0, -1), 0, 1),
-              cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
-
-
-def _diverging(ax, vec, title=None) -> None:
-    v = np.asarray(vec)
-    v = v[0] if v.shape[0] == 1 else v.mean(0)
-    lim = max(float(np.abs(v).max()), 1e-12)
-    ax.imshow(v, cmap=CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
+from .figures import diverging_panel, gray_panel, pyplot, save_figure
 
 
 def montage_indices(k: int, every: int | None = None, start: int | None = None, count: int = 21) -> list[int]:
@@ -73,13 +50,13 @@ def eigenvector_montage(basis, indices=None, *, every=None, start=None, count=21
     pos = 0
     for label, img in images or []:
         flat[pos].axis("on")
-        _gray(flat[pos], img, label)
+        gray_panel(flat[pos], img, label)
         pos += 1
     vecs = basis.images(idx)
     sym = "s" if basis.method == "svd" else "\u03bb"
     for i, v in zip(idx, vecs):
         flat[pos].axis("on")
-        _diverging(flat[pos], v, f"k={i}  {sym}={basis.eigenvalues[i]:.3f}")
+        diverging_panel(flat[pos], v, f"k={i}  {sym}={basis.eigenvalues[i]:.3f}")
         pos += 1
     if title:
         fig.suptitle(title, fontsize=10)
@@ -186,10 +163,10 @@ def comparison_figure(image_analyses, labels, sigma=None, *, count=10, every=Non
     for i, (lab, r) in enumerate(zip(labels, rows)):
         shp = r.basis.shape
         for j, (name, img) in enumerate([("clean", r.x), (f"noisy \u03c3={r.sigma:g}", r.y), ("denoised", r.fy)]):
-            _gray(axes[i, j], img.reshape(shp), name if i == 0 else None)
+            gray_panel(axes[i, j], img.reshape(shp), name if i == 0 else None)
         axes[i, 0].set_ylabel(lab, fontsize=8)
         for j, (kk, v) in enumerate(zip(idx, r.basis.images(idx))):
-            _diverging(axes[i, 3 + j], v, f"k={kk} \u03bb={r.basis.eigenvalues[kk]:.2f}")
+            diverging_panel(axes[i, 3 + j], v, f"k={kk} \u03bb={r.basis.eigenvalues[kk]:.2f}")
     a1, a2 = bottom.subplots(1, 2)
     for lab, r in zip(labels, rows):
         a1.plot(np.arange(r.basis.k), r.basis.eigenvalues, label=lab)
