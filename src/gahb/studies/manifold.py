@@ -187,7 +187,7 @@ def _spectrum_figure(items: list, curve: dict, fit: dict, d: int, cfg: Config, p
     x = np.asarray(curve["input_psnr"], dtype=float)
     a2.plot(x, curve["output_psnr"], "o-", ms=3, label="trained denoiser")
     a2.plot(x, x + 10 * math.log10(d / cfg.subspace_dim), "k--", lw=1,
-            label=f"optimal small-noise: in + 10 log10(d/5)")
+            label="optimal small-noise: in + 10 log10(d/5)")
     a2.plot(x, x, color="0.6", ls=":", lw=1, label="identity")
     lo, hi = cfg.fit_window
     a2.axvspan(lo, hi, color="0.92", zorder=0)
