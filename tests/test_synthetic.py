@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gahb.data import synthetic as S
+from gahb.data.synthetic import calpha
 
 ALPHAS = [0.5, 1.0, 2.0, 3.0, 5.0]
 VARIANTS = ["code", "paper"]
@@ -134,11 +135,11 @@ def test_smooth_mask_matches_released_box_filter():
     """The "blurredx2" step: conv with a 2x2 box, reflect padding 1, last row/column cropped."""
     g = torch.Generator().manual_seed(0)
     rows = torch.randint(-5, 30, (50, 20), generator=g).clamp(0, 24)
-    mask = S._hard_mask(rows, 24, torch.float64)
+    mask = calpha._hard_mask(rows, 24, torch.float64)
     padded = F.pad(mask[:, None], (1, 1, 1, 1), mode="reflect")
     ref = F.conv2d(padded, torch.full((1, 1, 2, 2), 0.25, dtype=torch.float64))[:, 0, :-1, :-1]
     torch.testing.assert_close(S.smooth_mask_2x2(mask), ref, atol=0, rtol=0)
-    torch.testing.assert_close(S._smooth_mask_from_rows(rows, 24, torch.float64), ref, atol=0, rtol=0)
+    torch.testing.assert_close(calpha._smooth_mask_from_rows(rows, 24, torch.float64), ref, atol=0, rtol=0)
     # The generator uses it for the code variant, not for the paper variant.
     p = S.calpha_images(8, 24, alpha=2.0, seed=1, return_parts=True)
     torch.testing.assert_close(p.smooth_mask, S.smooth_mask_2x2(p.mask))
