@@ -55,6 +55,7 @@ from gahb import __version__
 from gahb.data import readers
 from gahb.data.dedup import DEDUP_POOL, DEDUP_THRESHOLD, deduplicate
 from gahb.data.readers import RawImages
+from gahb.data.readers.stored import _check_channels
 from gahb.data.splits import SPLIT_METHOD, check_subset, split_pool
 from gahb.utils.io import _atomic, atomic_write_json
 
@@ -333,7 +334,7 @@ def prepare_dataset(dataset: str = "fashion-mnist", out_dir: str | os.PathLike |
     spec = parse_dataset_spec(dataset)
     if spec.kind == "prepared":
         return open_prepared(spec.path, verify)
-    request = _request(spec, size, readers._check_channels(channels), dedup, threshold)
+    request = _request(spec, size, _check_channels(channels), dedup, threshold)
     out = Path(out_dir).expanduser() if out_dir is not None else cache_root(cache_dir) / dataset_dir_name(request)
     if not force and _manifest_matches(out, request):
         return open_prepared(out, verify)
