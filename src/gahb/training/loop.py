@@ -376,7 +376,7 @@ class _Trainer:
                 do_eval = do_eval or end
                 do_ckpt = do_eval or bool(cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
 
-                # Finish: the final weights' BF-BN statistics.
+                # After the last step: the BF-BN statistics of the final weights (when configured).
                 if end:
                     self.finished = True
                     self._recalibrate_bn()
