@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from .seeding import Size, _block_rngs, _check_n, _hw, _progress, _torch_threads, _uniform
 
-
 CALPHA_VARIANTS = ("code", "paper")
 CONTRAST_MODES = ("random", "minmax")
 

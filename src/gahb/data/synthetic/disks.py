@@ -14,7 +14,6 @@ import torch
 
 from .seeding import BLOCK, Size, _block_rngs, _check_n, _hw, _progress, _torch_threads, _uniform
 
-
 DISK_PARAM_NAMES = ("cx", "cy", "r", "fg", "bg")
 
 

@@ -22,7 +22,6 @@ from .seeding import BLOCK, Size, _block_rngs, _check_n, _hw, _torch_threads
 from .sinusoids import sample_sinusoid_params, sinusoid_images
 from .strokes import sample_stroke_params, stroke_images
 
-
 SYNTHETIC_NAMES = ("calpha", "disks", "sinusoids", "rescaled", "strokes")
 
 
