@@ -191,16 +191,16 @@ def test_cli_prepare_and_info(tmp_path, capsys):
 def test_concurrent_prepare_builds_once(tmp_path, monkeypatch):
     import threading
 
-    from gahb.data import datasets
+    from gahb.data import prepared
 
     path, _ = make_npy(tmp_path)
-    calls, real_build = [], datasets._build
+    calls, real_build = [], prepared._build
 
     def counting_build(*a, **k):
         calls.append(1)
         return real_build(*a, **k)
 
-    monkeypatch.setattr(datasets, "_build", counting_build)
+    monkeypatch.setattr(prepared, "_build", counting_build)
     results = []
     threads = [threading.Thread(target=lambda: results.append(prepare_dataset(f"npy:{path}", progress=False)))
                for _ in range(3)]

@@ -1,5 +1,6 @@
-from gahb.data.datasets import DEFAULT_THRESHOLDS, _request, default_threshold, parse_dataset_spec
+from gahb.data.datasets import DEFAULT_THRESHOLDS, default_threshold, parse_dataset_spec
 from gahb.data.dedup import DEDUP_THRESHOLD
+from gahb.data.prepared import _request
 
 
 def test_paper_threshold_is_the_default_except_fashion_mnist():

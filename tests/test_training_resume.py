@@ -20,7 +20,8 @@ import torch
 
 from gahb.models import ModelConfig
 from gahb.training import load_state, make_config, read_metrics, train
-from gahb.training.loop import STATE_NAME, _save_state
+from gahb.training import loop
+from gahb.training.run_dir import STATE_NAME, RunDir
 
 SCRIPT = textwrap.dedent(
     """
@@ -97,6 +98,27 @@ def _run(script, out, **hooks) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+class _Interrupted(Exception):
+    """Stands in for a kill in an in-process run; carries the interrupted trainer."""
+
+
+def _train_interrupted(monkeypatch, stop_step, *args, **kwargs):
+    """``train(*args, **kwargs)`` interrupted right after optimizer step ``stop_step``; returns its trainer."""
+    real_step = loop._Trainer._train_step
+
+    def step_then_stop(trainer):
+        images = real_step(trainer)
+        if trainer.step == stop_step:
+            raise _Interrupted(trainer)
+        return images
+
+    with monkeypatch.context() as m:
+        m.setattr(loop._Trainer, "_train_step", step_then_stop)
+        with pytest.raises(_Interrupted) as stopped:
+            train(*args, **kwargs)
+    return stopped.value.args[0]
+
+
 def _assert_same_as_reference(out, reference):
     ref_state, ref_metrics = reference
     st = load_state(out)
@@ -115,10 +137,10 @@ def _assert_same_as_reference(out, reference):
         assert {k: v for k, v in m.items() if k not in TIMING} == {k: v for k, v in r.items() if k not in TIMING}
 
 
-def test_in_process_interrupt_and_resume_is_bit_identical(reference, tmp_path):
+def test_in_process_interrupt_and_resume_is_bit_identical(reference, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     x, xt = _data()
-    part = train(_cfg(), x, xt, tmp_path, progress=False, _stop_at_step=13)  # last checkpoint: step 12
+    part = _train_interrupted(monkeypatch, 13, _cfg(), x, xt, tmp_path, progress=False)  # last checkpoint: step 12
     assert not part.finished and part.step == 13
     assert load_state(tmp_path)["step"] == 12
     res = train(_cfg(), x, xt, tmp_path, progress=False)
@@ -171,7 +193,8 @@ def test_sigkill_at_an_arbitrary_moment(reference, script, tmp_path):
 
 def test_failed_state_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / STATE_NAME
-    _save_state(path, {"step": 1, "w": torch.arange(1000.0)})
+    run_dir = RunDir(tmp_path)
+    run_dir.save_state({"step": 1, "w": torch.arange(1000.0)})
 
     def torn_save(obj, f, *a, **k):
         with open(f, "wb") as fh:
@@ -180,7 +203,7 @@ def test_failed_state_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", torn_save)
     with pytest.raises(OSError, match="disk full"):
-        _save_state(path, {"step": 2, "w": torch.zeros(1000)})
+        run_dir.save_state({"step": 2, "w": torch.zeros(1000)})
     monkeypatch.undo()
     st = torch.load(path, weights_only=True)
     assert st["step"] == 1 and torch.equal(st["w"], torch.arange(1000.0))

@@ -6,9 +6,9 @@ The API training code uses::
     split = load_split("fashion-mnist", n=1000, subset="s1", seed=0)
     split.train, split.test        # float32 (n, C, H, W) in [0, 1]; disjoint; test independent of n
 
-See ``datasets.py`` for dataset spec strings and the cache layout, ``readers.py`` for the
-formats, ``dedup.py`` for the duplicate rule and ``splits.py`` for how S1, S2 and the test set
-are drawn.
+See ``specs.py`` for dataset spec strings, ``prepared.py`` for the cache layout, ``readers/``
+for the formats, ``dedup.py`` for the duplicate rule, ``splits.py`` for how S1, S2 and the test
+set are drawn, and ``synthetic/`` for the generated datasets.
 """
 
 from gahb.data.datasets import (

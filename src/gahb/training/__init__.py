@@ -1,11 +1,12 @@
-"""Training blind bias-free denoisers (paper App. A.1; spec section 4).
+"""Training blind bias-free denoisers (paper eq. 4, App. A.1).
 
 >>> from gahb.training import make_config, train          # doctest: +SKIP
 >>> cfg = make_config("quick", steps=200)                   # doctest: +SKIP
 >>> result = train(cfg, split.train, split.test, "runs/demo", data_info=split.info)  # doctest: +SKIP
 
-See :mod:`gahb.training.loop` for the run-folder layout and the resume guarantees, and
-:mod:`gahb.training.distributed` for ``torchrun`` data-parallel training.
+See :mod:`gahb.training.loop` for the loop, :mod:`gahb.training.run_dir` for the run-folder layout
+and the resume guarantees, and :mod:`gahb.training.distributed` for ``torchrun`` data-parallel
+training.
 """
 
 from .checkpoint import load_denoiser, save_release, save_weights

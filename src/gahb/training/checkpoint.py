@@ -2,7 +2,7 @@
 
 ``config.json`` holds at least ``{"model": ModelConfig.to_dict(), ...}``; the training loop adds
 data, split, seed and version information. Training *state* for resuming lives elsewhere
-(see :mod:`gahb.training.loop`); these two files are all that inference needs.
+(see :mod:`gahb.training.run_dir`); these two files are all that inference needs.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def load_denoiser(path: str | os.PathLike, device: str | torch.device = "cpu") -
     """Load a trained denoiser from a run folder (or its ``model.safetensors``), in **eval mode**.
 
     Eval mode matters: BF-BN then uses its running standard deviation, the network is a fixed
-    function of its input and f(y) = J(y) y holds (spec 10.4).
+    function of its input and f(y) = J(y) y holds.
     Returns ``(model, config_dict)``.
     """
     from safetensors.torch import load_file
