@@ -68,8 +68,9 @@ class DenoisingProtocol:
 
 def unit_noise(shape: Sequence[int], seed: int, index: int) -> torch.Tensor:
     """Image ``index``'s unit noise z_i (float32, CPU) under :class:`DenoisingProtocol` ``seed``."""
-    g = torch.Generator().manual_seed(int(seed) + int(index))
-    return torch.randn(tuple(shape), generator=g, dtype=torch.float32)
+    from gahb.utils.noise import gaussian
+
+    return gaussian(shape, int(seed) + int(index))
 
 
 @torch.no_grad()

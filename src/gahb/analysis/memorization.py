@@ -149,20 +149,11 @@ DEFAULT_INPUT_PSNRS = tuple(range(0, 43, 3))  # the paper's x-axis: 0 to 42 dB i
 
 
 def fixed_noise(image_shape: tuple[int, ...], indices, seed: int = 0) -> torch.Tensor:
-    """Unit Gaussian noise images, one per index, each from its own stream seeded by (seed, index).
+    """Unit Gaussian noise images, one per index, each from its own stream seeded by (seed, index)
+    (:func:`gahb.utils.noise.per_image`): curves do not depend on the batch size."""
+    from gahb.utils.noise import per_image
 
-    Image i always receives the same noise, whatever the batch it is processed in, so curves
-    do not depend on the batch size, and a train and a test set evaluated with one seed see the
-    same noise realisations (row by row). Returns float32 (len(indices), *image_shape).
-    """
-    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    out = torch.empty((idx.shape[0],) + tuple(image_shape), dtype=torch.float32)
-    g = torch.Generator()
-    for row, i in enumerate(idx):
-        state = np.random.SeedSequence([int(seed), int(i)]).generate_state(2, dtype=np.uint32)
-        g.manual_seed((int(state[0]) << 31) ^ int(state[1]))
-        out[row] = torch.randn(tuple(image_shape), generator=g)
-    return out
+    return per_image(image_shape, indices, seed)
 
 
 def _denoiser_device(denoiser, fallback: torch.device) -> torch.device:

@@ -23,11 +23,11 @@ from torch import nn
 
 from gahb.analysis.eigensolvers import trace_exact, trace_hutchinson
 from gahb.analysis.jacobian import JacobianOperator
+from gahb.utils.noise import gaussian, image_draw_seed
 
 
 def _noise(shape, seed: int, image: int, draw: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + 1_000 * int(image) + int(draw))
-    return torch.randn(tuple(shape), generator=g, dtype=torch.float64)
+    return gaussian(shape, image_draw_seed(seed, image, draw), dtype=torch.float64)
 
 
 def _mean_se(a: np.ndarray) -> tuple[float, float]:

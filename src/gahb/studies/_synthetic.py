@@ -43,11 +43,6 @@ def _finite(obj):
     return obj
 
 
-def fixed_noise_image(shape, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(tuple(shape), generator=g)
-
-
 def jacobian_analysis(denoiser, x: torch.Tensor, sigma: float, *, k: int = 32, dense_max: int = 4096,
                       seed: int = 0, noise: torch.Tensor | None = None, block: int = 1, progress: bool = False):
     """Eigen-analysis of the denoiser Jacobian at y = x + sigma z (paper section 3, eqs. 6-7).

@@ -25,6 +25,7 @@ from gahb.studies import common
 from gahb.studies import _synthetic as syn
 from gahb.training.recipe import Recipe
 from gahb.utils.config import before_values, runtime
+from gahb.utils.noise import CURVE_STREAM, EXAMPLE_STREAM, gaussian
 
 PAPER_SLOPES = {1.0: 0.46, 2.0: 0.61, 3.0: 0.75, 5.0: 0.83}  # paper Fig. 4 (UNet, 80x80, 1e5 images)
 
@@ -188,10 +189,10 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         train_s = time.perf_counter() - t0
         watch.lap(f"train_alpha{alpha:g}")
         with torch.no_grad():
-            curve = denoising_curve(model, split.test, cfg.input_psnrs, seed=cfg.seed + 1, progress=progress,
+            curve = denoising_curve(model, split.test, cfg.input_psnrs, seed=cfg.seed + CURVE_STREAM, progress=progress,
                                     keep_per_image=True)
             x = split.test[:1]
-            noise = syn.fixed_noise_image(x.shape, cfg.seed + 7)
+            noise = gaussian(x.shape, cfg.seed + EXAMPLE_STREAM)
             y = x + sigma_from_psnr(cfg.examples_psnr) * noise
             examples[alpha] = {"clean": x[0].numpy(), "noisy": y[0].clamp(0, 1).numpy(),
                                "denoised": model(y)[0].clamp(0, 1).numpy()}

@@ -27,6 +27,7 @@ from gahb.studies import _synthetic as syn
 from gahb.studies import common
 from gahb.training.recipe import Recipe
 from gahb.utils.config import runtime
+from gahb.utils.noise import CURVE_STREAM
 
 PAPER_EIGENVALUES = (1.177, 1.067, 1.004, 0.999, 0.945, 0.674, 0.552, 0.39, 0.304, 0.278)  # Fig. 5
 TANGENT_NAMES = ("cx", "cy", "r", "fg", "bg")
@@ -229,7 +230,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     watch.lap("train")
 
     with torch.no_grad():
-        curve = denoising_curve(model, split.test, cfg.input_psnrs, seed=cfg.seed + 1, progress=progress,
+        curve = denoising_curve(model, split.test, cfg.input_psnrs, seed=cfg.seed + CURVE_STREAM, progress=progress,
                                 keep_per_image=True)
     image_psnr = curve.pop("image_psnr")
     fit = fit_psnr_slope(curve["input_psnr"], curve["output_psnr"], cfg.fit_window)

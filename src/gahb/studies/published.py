@@ -27,6 +27,7 @@ from gahb.data import center_crop
 from gahb.studies._published_claims import claims_of, judge  # noqa: F401 (judge: the study contract)
 from gahb.studies.common import begin, finish, runs_dir
 from gahb.utils.config import runtime
+from gahb.utils.noise import JACOBIAN_STREAM, gaussian
 
 NAME = "published"
 UIP_FILE = "uip_bf_cnn_bsd400_gray_0to100.pt"
@@ -130,8 +131,7 @@ def imported(cfg: Config, key: str, out: Path):
 
 def homogeneity_error(model, x: torch.Tensor, a: float = 1.7, sigma: float = 0.1, seed: int = 0) -> float:
     """max |f(a y) - a f(y)| / max |a f(y)| at a noisy crop: 0 up to rounding for a bias-free network."""
-    g = torch.Generator().manual_seed(seed)
-    y = (x + sigma * torch.randn(x.shape, generator=g)).unsqueeze(0)
+    y = (x + sigma * gaussian(x.shape, seed)).unsqueeze(0)
     with torch.no_grad():
         fa, f = model(a * y), a * model(y)
     return float((fa - f).abs().max() / f.abs().max())
@@ -222,9 +222,8 @@ def topk_part(cfg: Config, model, crops: list[torch.Tensor], progress: bool) -> 
                                   chunk=cfg.chunk, probes=32, seed=cfg.seed)
     rows, results = [], []
     for i, x in enumerate(crops):
-        g = torch.Generator().manual_seed(cfg.seed + 100 + i)
-        r = analyze_sigma(model, x, cfg.topk_sigma, jcfg, torch.randn((1, *x.shape), generator=g,
-                                                                        dtype=torch.float64), progress)
+        noise = gaussian((1, *x.shape), cfg.seed + JACOBIAN_STREAM + i, dtype=torch.float64)
+        r = analyze_sigma(model, x, cfg.topk_sigma, jcfg, noise, progress)
         results.append(r)
         n = r.numbers
         rows.append({"crop": i, "d": n["d"], "eigenvalues": [float(v) for v in r.basis.eigenvalues],

@@ -25,6 +25,7 @@ from gahb.studies import _synthetic as syn
 from gahb.studies import common
 from gahb.training.recipe import Recipe
 from gahb.utils.config import runtime
+from gahb.utils.noise import CURVE_STREAM, JACOBIAN_STREAM, gaussian
 
 PAPER_INDICES = (5, 17, 29, 41, 53)  # eigenvalue indices printed in the paper's Fig. 21
 PAPER_SHUFFLED_EIGENVALUES = (1.182, 1.07, 0.974, 0.91, 0.87)  # shuffled faces, sigma = 0.3
@@ -173,7 +174,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         watch.lap(f"train_{key}")
         with torch.no_grad():
             # fixed_noise is i.i.d. per pixel, so both models see equally distributed noise.
-            curves[key] = denoising_curve(models[key], test_x[:cfg.n_eval], cfg.input_psnrs, seed=cfg.seed + 1,
+            curves[key] = denoising_curve(models[key], test_x[:cfg.n_eval], cfg.input_psnrs, seed=cfg.seed + CURVE_STREAM,
                                           progress=progress, keep_per_image=True)
         watch.lap(f"curve_{key}")
 
@@ -197,8 +198,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     ex = None
     for j in range(cfg.n_jacobian):
         x = split.test[j]
-        g = torch.Generator().manual_seed(cfg.seed + 100 + j)
-        z = torch.randn(x.shape, generator=g)
+        z = gaussian(x.shape, cfg.seed + JACOBIAN_STREAM + j)
         row = {"test_index": j}
         for key in ("original", "shuffled"):
             xk, zk = (x, z) if key == "original" else (shuffle.apply(x), shuffle.apply(z))

@@ -182,51 +182,27 @@ def iter_synthetic(name: str, n: int, size: Size = 80, seed: int = 0, chunk: int
         yield lo, images
 
 
-def _parse_value(text: str) -> Any:
-    t = text.strip()
-    low = t.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null"):
-        return None
-    for conv in (int, float):
-        try:
-            return conv(t)
-        except ValueError:
-            pass
-    parts = low.split("x")
-    if len(parts) == 2 and all(p.isdigit() for p in parts):  # "40x80" -> (40, 80) = (H, W)
-        return (int(parts[0]), int(parts[1]))
-    return t
-
-
 def parse_synthetic_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """Parse ``"name:key=value,key=value"`` into ``(name, kwargs)``.
+    """Parse ``"name:key=value,key=value"`` into ``(name, kwargs)`` with the one spec parser
+    (:func:`gahb.utils.config.parse_spec`).
 
-    Values become bool (true/false), None (none), int, float, an (H, W) tuple ("40x80") or stay
-    strings. Keys are checked against the generator's options plus ``size``, ``n`` and ``seed``,
+    Values are inferred: bool (true/false), None (none), int, float, an (H, W) tuple ("40x80") or a
+    string. Keys are checked against the generator's options plus ``size``, ``n`` and ``seed``,
     e.g. ``parse_synthetic_spec("calpha:alpha=2,size=80") == ("calpha", {"alpha": 2, "size": 80})``.
     """
+    from gahb.utils.config import parse_items, parse_spec
+
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"empty synthetic spec {spec!r}; expected e.g. 'calpha:alpha=2,size=80'")
-    name, _, rest = spec.strip().partition(":")
-    name = name.strip().lower()
+    name = spec.strip().partition(":")[0].strip().lower()
     _check_name(name)
     allowed = set(_allowed_kwargs(name)) | {"size", "n", "seed"}
-    kwargs: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise ValueError(f"bad item {item!r} in synthetic spec {spec!r}; expected key=value")
+    rest = spec.strip().partition(":")[2]
+    for key, _ in parse_items(rest, f"synthetic spec {spec!r}"):
         if key not in allowed:
             raise ValueError(f"unknown option {key!r} for synthetic dataset {name!r} in {spec!r}; "
                              f"allowed: {sorted(allowed)}")
-        if key in kwargs:
-            raise ValueError(f"option {key!r} given twice in synthetic spec {spec!r}")
-        kwargs[key] = _parse_value(value)
+    _, kwargs = parse_spec(f"{name}:{rest}", None, "synthetic spec")
     return name, kwargs
 
 
