@@ -114,19 +114,17 @@ def register(subparsers) -> None:
 
 def build_config(args, channels: int | None = None):
     """The :class:`TrainConfig` the arguments describe (preset, then explicit flags)."""
-    from gahb.models import MODEL_PRESETS, ModelConfig
+    from gahb.models import ModelConfig, model_config
     from gahb.training import PRESETS, make_config
 
     over: dict = {}
     preset_model = PRESETS[args.preset]["model"]
     if args.model_preset is not None:
-        if args.model_preset not in MODEL_PRESETS:
-            raise ValueError(f"unknown --model-preset {args.model_preset!r}; choose one of {sorted(MODEL_PRESETS)}")
-        model = MODEL_PRESETS[args.model_preset].to_dict()
-    elif args.arch is not None and args.arch != MODEL_PRESETS[preset_model].arch:
+        model = model_config(args.model_preset).to_dict()
+    elif args.arch is not None and args.arch != model_config(preset_model).arch:
         model = ModelConfig(arch=args.arch).to_dict()
     else:
-        model = MODEL_PRESETS[preset_model].to_dict()
+        model = model_config(preset_model).to_dict()
     for flag, key in (("arch", "arch"), ("blocks", "num_blocks"), ("width", "width"), ("layers", "num_layers")):
         if getattr(args, flag) is not None:
             model[key] = getattr(args, flag)

@@ -62,12 +62,24 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 }
 
 
+def model_config(model: "ModelConfig | str | dict", base: str | None = None) -> ModelConfig:
+    """The one model lookup: a preset name (``"unet-small"``), a dict of fields (over preset ``base``'s,
+    or over the class defaults when ``base`` is None) or a ModelConfig, as a ModelConfig."""
+    if isinstance(model, ModelConfig):
+        return model
+    if isinstance(model, str):
+        if model not in MODEL_PRESETS:
+            raise ValueError(f"unknown model preset {model!r}; choose one of {sorted(MODEL_PRESETS)} "
+                             "or give a dict of ModelConfig fields")
+        return MODEL_PRESETS[model]
+    if isinstance(model, dict):
+        return ModelConfig.from_dict({**(model_config(base).to_dict() if base else {}), **model})
+    raise TypeError(f"model must be a preset name, a dict or a ModelConfig, got {type(model).__name__}")
+
+
 def build_model(cfg: ModelConfig | str) -> nn.Module:
     """Build a freshly initialised denoiser (Kaiming-normal convolutions, BF-BN gains as in the paper)."""
-    if isinstance(cfg, str):
-        if cfg not in MODEL_PRESETS:
-            raise ValueError(f"unknown model preset {cfg!r}; choose one of {sorted(MODEL_PRESETS)}")
-        cfg = MODEL_PRESETS[cfg]
+    cfg = model_config(cfg)
     if cfg.arch == "unet":
         from .unet import UNet
 

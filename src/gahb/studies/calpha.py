@@ -161,12 +161,7 @@ def _slope_figure(curves: dict, cfg: Config, path) -> None:
 
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
-    """Train one denoiser per alpha, measure PSNR curves and slopes; write results.json and figures."""
-    from gahb.analysis.memorization import denoising_curve
-    from gahb.analysis.metrics import sigma_from_psnr
-    from gahb.analysis.optimality import fit_psnr_slope, optimal_calpha_slope, slope_interval
-    from gahb.data.datasets import load_split
-
+    """Train one denoiser per alpha; measure, draw, judge; write results.json and figures."""
     cfg = config
     if not cfg.alphas:
         raise ValueError("alphas is empty")
@@ -174,9 +169,27 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     if sum(lo - 1e-9 <= p <= hi + 1e-9 for p in cfg.input_psnrs) < 2:
         raise ValueError(f"fit_window {cfg.fit_window} holds fewer than two of input_psnrs {cfg.input_psnrs}")
     started, out, watch = common.begin(cfg, out_dir)
-    runs = common.runs_dir(cfg, out)
+    numbers, examples = measure(cfg, out, watch, progress)  # 1. measure (trains or reuses the networks)
+    figures = draw(cfg, numbers, examples, out)  # 2. figures
+    watch.lap("figures")
+    numbers["timing_s"] = watch.stages
+    numbers["compute_s"] = syn.compute_seconds([v["training"]["run_dir"] for v in numbers["per_alpha"].values()],
+                                               watch.stages)
+    return common.finish(out, "calpha", preset, cfg, claims_of(cfg, numbers), numbers, figures, started,  # 3. claims
+                         device=cfg.device)
 
-    curves, fits, examples, per_alpha = {}, {}, {}, {}
+
+def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]:
+    """Per alpha: train (or reuse) a network, its PSNR curve on held-out images, the slope over the fit
+    window with its bootstrap interval. Returns the JSON-able numbers and the example images."""
+    from gahb.analysis.memorization import denoising_curve
+    from gahb.analysis.metrics import sigma_from_psnr
+    from gahb.analysis.optimality import fit_psnr_slope, optimal_calpha_slope, slope_interval
+    from gahb.data.datasets import load_split
+
+    lo, hi = (float(v) for v in cfg.fit_window)
+    runs = common.runs_dir(cfg, out)
+    examples, per_alpha = {}, {}
     for alpha in (float(a) for a in cfg.alphas):
         split = load_split(dataset_spec(cfg, alpha), n=cfg.n_train, subset="s1", seed=cfg.data_seed,
                            n_test=cfg.n_test, progress=False)
@@ -192,15 +205,13 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
             curve = denoising_curve(model, split.test, cfg.input_psnrs, seed=cfg.seed + CURVE_STREAM, progress=progress,
                                     keep_per_image=True)
             x = split.test[:1]
-            noise = gaussian(x.shape, cfg.seed + EXAMPLE_STREAM)
-            y = x + sigma_from_psnr(cfg.examples_psnr) * noise
+            y = x + sigma_from_psnr(cfg.examples_psnr) * gaussian(x.shape, cfg.seed + EXAMPLE_STREAM)
             examples[alpha] = {"clean": x[0].numpy(), "noisy": y[0].clamp(0, 1).numpy(),
                                "denoised": model(y)[0].clamp(0, 1).numpy()}
         watch.lap(f"eval_alpha{alpha:g}")
         image_psnr = curve.pop("image_psnr")
         fit = fit_psnr_slope(curve["input_psnr"], curve["output_psnr"], (lo, hi))
         opt = optimal_calpha_slope(alpha)
-        curves[alpha], fits[alpha] = curve, fit
         sensitivity = []
         for w in cfg.sensitivity_windows:
             try:
@@ -218,12 +229,6 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
                          "run_dir": str(run_dir)},
         }
         del model, split
-
-    fig_main = "figures/calpha_psnr_slopes.png"
-    fig_local = "figures/calpha_local_slopes.png"
-    _example_figure(curves, fits, examples, cfg, out / fig_main)
-    _slope_figure(curves, cfg, out / fig_local)
-    watch.lap("figures")
     numbers = {
         "fit_window_db": [lo, hi],
         "table": [{"alpha": v["alpha"], "measured_slope": round(v["slope"], 4),
@@ -231,18 +236,25 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
                    "abs_error": round(v["abs_error"], 4)} for v in per_alpha.values()],
         "per_alpha": per_alpha,
         "max_abs_error": max(v["abs_error"] for v in per_alpha.values()),
-        "timing_s": watch.stages,
-        "compute_s": syn.compute_seconds([v["training"]["run_dir"] for v in per_alpha.values()], watch.stages),
     }
-    figures = [
+    return numbers, examples
+
+
+def draw(cfg: Config, numbers: dict, examples: dict, out) -> list[dict]:
+    """Paper Fig. 4 (curves with the optimal slopes, example images) and the local slopes; the figure list."""
+    lo, hi = numbers["fit_window_db"]
+    curves = {v["alpha"]: v["curve"] for v in numbers["per_alpha"].values()}
+    fits = {v["alpha"]: v["fit"] for v in numbers["per_alpha"].values()}
+    fig_main, fig_local = "figures/calpha_psnr_slopes.png", "figures/calpha_local_slopes.png"
+    _example_figure(curves, fits, examples, cfg, out / fig_main)
+    _slope_figure(curves, cfg, out / fig_local)
+    return [
         {"path": fig_main, "caption": (f"Output vs input PSNR of one denoiser per alpha on held-out C^alpha images "
                                        f"({cfg.size}x{cfg.size}); dashed lines have the optimal slope alpha/(alpha+1); "
                                        f"grey band: the fit window {lo:g}-{hi:g} dB. Right: a test image per alpha, "
                                        f"noisy at {cfg.examples_psnr:g} dB, denoised (paper Fig. 4, left).")},
         {"path": fig_local, "caption": "Local slopes between consecutive input PSNRs, with alpha/(alpha+1) dashed."},
     ]
-    return common.finish(out, "calpha", preset, cfg, claims_of(cfg, numbers), numbers, figures, started,
-                         device=cfg.device)
 
 
 def claims_of(cfg: Config, numbers: dict) -> list[dict]:
@@ -277,4 +289,4 @@ def judge(results: dict) -> list[dict]:
     return claims_of(common.config_from_dict(Config, results["config"]), results["numbers"])
 
 
-__all__ = ["Config", "PRESETS", "PAPER_SLOPES", "claims_of", "dataset_spec", "judge", "run"]
+__all__ = ["Config", "PRESETS", "PAPER_SLOPES", "claims_of", "dataset_spec", "draw", "judge", "measure", "run"]

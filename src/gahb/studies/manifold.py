@@ -174,9 +174,9 @@ def _spectrum_figure(items: list, curve: dict, fit: dict, d: int, cfg: Config, p
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.0, 3.5))
     for i, it in enumerate(items):
-        ev = it["numbers"]["eigenvalues"]
+        ev = it["eigenvalues"]
         a1.plot(np.arange(len(ev)), ev, "o-", ms=2.5, lw=1, label=f"disk {i}")
-    k = len(items[0]["numbers"]["eigenvalues"])
+    k = len(items[0]["eigenvalues"])
     a1.step([-0.5, cfg.subspace_dim - 0.5, k - 0.5], [1, 0, 0], where="post", color="k", ls="--", lw=1,
             label="optimal (projection)")
     a1.plot(np.arange(len(PAPER_EIGENVALUES)), PAPER_EIGENVALUES, "x", color="tab:red", label="paper Fig. 5")
@@ -206,16 +206,27 @@ def _spectrum_figure(items: list, curve: dict, fit: dict, d: int, cfg: Config, p
 
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
-    """Train on disks, analyse Jacobians against the tangent space, fit the PSNR slope; write results."""
+    """Train on disks; measure, draw, judge; write results.json and figures."""
+    cfg = config
+    started, out, watch = common.begin(cfg, out_dir)
+    numbers, first = measure(cfg, out, watch, progress)  # 1. measure (trains or reuses the network)
+    figures = draw(cfg, numbers, first, out)  # 2. figures
+    watch.lap("figures")
+    numbers["timing_s"] = watch.stages
+    numbers["compute_s"] = syn.compute_seconds([numbers["training"]["run_dir"]], watch.stages)
+    return common.finish(out, "manifold", preset, cfg, claims_of(cfg, numbers), numbers, figures, started,  # 3. claims
+                         device=cfg.device)
+
+
+def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]:
+    """Train (or reuse) the disk denoiser; its PSNR curve and slope with their bootstrap intervals; the
+    Jacobian of held-out disks against their tangent spaces. Returns the numbers and the first
+    analysed disk (its analysis, tangent basis and shape) for the eigenvector figure."""
     from gahb.analysis.memorization import denoising_curve
     from gahb.analysis.optimality import fit_psnr_slope, slope_interval
     from gahb.analysis.uncertainty import bootstrap_interval
     from gahb.data.datasets import load_split
     from gahb.data.synthetic import disk_images, disk_tangent_space, sample_disk_params
-
-    cfg = config
-    started, out, watch = common.begin(cfg, out_dir)
-    runs = common.runs_dir(cfg, out)
 
     split = load_split(dataset_spec(cfg), n=cfg.n_train, subset="s1", seed=cfg.data_seed, n_test=cfg.n_test,
                        progress=False)
@@ -225,7 +236,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         raise RuntimeError("held-out disk parameters do not reproduce the held-out images")
     watch.lap("data")
     tcfg = cfg.train.train_config(cfg.n_train, seed=cfg.seed, device=cfg.device)
-    run_dir = runs / "disks"
+    run_dir = common.runs_dir(cfg, out) / "disks"
     model = common.train_or_reuse(tcfg, split.train, split.test, run_dir, progress=progress, data_info=split.info)
     watch.lap("train")
 
@@ -236,36 +247,29 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     fit = fit_psnr_slope(curve["input_psnr"], curve["output_psnr"], cfg.fit_window)
     fit["slope_interval"] = slope_interval(curve["input_psnr"], image_psnr, cfg.fit_window, seed=cfg.seed).to_dict()
     d = int(np.prod(split.test.shape[1:]))
-    optimal_intercept = 10 * math.log10(d / cfg.subspace_dim)
     watch.lap("psnr_curve")
 
-    items, per_image = [], []
+    first, per_image = None, []
     for j, i in enumerate(_pick_disks(params, cfg.n_analysis, cfg.min_contrast)):
         tangent = disk_tangent_space(params[i], cfg.size, method="analytic").basis
         item = analyze_tangent(model, split.test[i], tangent, cfg.sigma, subspace_dim=cfg.subspace_dim,
                                top_k=cfg.top_k, dense_max=cfg.dense_max, seed=cfg.seed + j)
         item["numbers"]["test_index"] = int(i)
         item["numbers"]["params"] = dict(zip(TANGENT_NAMES, (float(v) for v in params[i])))
-        items.append(item)
+        if first is None:
+            first = {"item": item, "tangent": disk_tangent_space(params[i], cfg.size).basis,
+                     "shape": split.test.shape[1:]}
         per_image.append(item["numbers"])
     watch.lap("jacobians")
-    mean_cos2 = float(np.mean([n["mean_cos2"] for n in per_image]))
     top_ev = np.array([n["eigenvalues"][:10] for n in per_image])
-
-    fig_eig, fig_spec = "figures/manifold_eigenvectors.png", "figures/manifold_spectrum_psnr.png"
-    _eigen_figure(items[0], disk_tangent_space(params[per_image[0]["test_index"]], cfg.size).basis,
-                  split.test.shape[1:], out / fig_eig)
-    _spectrum_figure(items, curve, fit, d, cfg, out / fig_spec)
-    watch.lap("figures")
-
     numbers = {
-        "mean_cos2": mean_cos2,
+        "mean_cos2": float(np.mean([n["mean_cos2"] for n in per_image])),
         # 95% bootstrap interval of the mean over the analysed disks
         "mean_cos2_interval": bootstrap_interval([n["mean_cos2"] for n in per_image], seed=cfg.seed).to_dict(),
         "psnr_slope": fit["slope"],
         "psnr_fit": fit,
         "optimal_slope": 1.0,
-        "optimal_intercept_db": optimal_intercept,
+        "optimal_intercept_db": 10 * math.log10(d / cfg.subspace_dim),
         # output minus input PSNR at the top of the window; the optimal projection gains optimal_intercept_db
         "gain_at_window_top_db": float(np.interp(cfg.fit_window[1], curve["input_psnr"],
                                                  curve["output_psnr"]) - cfg.fit_window[1]),
@@ -273,10 +277,17 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         "eigenvalues_mean_top10": top_ev.mean(0).tolist(),
         "per_image": per_image,
         "training": {**syn.run_summary(run_dir), "run_dir": str(run_dir)},
-        "timing_s": watch.stages,
-        "compute_s": syn.compute_seconds([run_dir], watch.stages),
     }
-    figures = [
+    return numbers, first
+
+
+def draw(cfg: Config, numbers: dict, first: dict, out) -> list[dict]:
+    """Paper Fig. 5 (the tangent basis beside the top eigenvectors) and the spectra with the PSNR curve."""
+    fig_eig, fig_spec = "figures/manifold_eigenvectors.png", "figures/manifold_spectrum_psnr.png"
+    _eigen_figure(first["item"], first["tangent"], first["shape"], out / fig_eig)
+    d = int(np.prod(first["shape"]))
+    _spectrum_figure(numbers["per_image"], numbers["curve"], numbers["psnr_fit"], d, cfg, out / fig_spec)
+    return [
         {"path": fig_eig, "caption": (f"A held-out disk at sigma={cfg.sigma:g}: the orthonormalised tangent basis "
                                       "(x/y shift, radius, foreground, background; Gram-Schmidt in that order) and the "
                                       "top eigenvectors of the denoiser Jacobian (paper Fig. 5).")},
@@ -284,8 +295,6 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
                                        "(5 ones) and the paper's values. Right: output vs input PSNR with the optimal "
                                        "small-noise line (slope 1, intercept 10 log10(d/5)) and the fitted slope.")},
     ]
-    return common.finish(out, "manifold", preset, cfg, claims_of(cfg, numbers), numbers, figures, started,
-                         device=cfg.device)
 
 
 def claims_of(cfg: Config, numbers: dict) -> list[dict]:
@@ -331,4 +340,4 @@ def judge(results: dict) -> list[dict]:
     return claims_of(common.config_from_dict(Config, results["config"]), results["numbers"])
 
 
-__all__ = ["Config", "PRESETS", "analyze_tangent", "claims_of", "dataset_spec", "judge", "run"]
+__all__ = ["Config", "PRESETS", "analyze_tangent", "claims_of", "dataset_spec", "draw", "judge", "measure", "run"]

@@ -142,14 +142,27 @@ def _eigen_figure(bases: dict, shuffle, indices, path) -> None:
 
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
-    """Train on the dataset and its shuffled copy; compare PSNR curves and spectra; write results."""
+    """Train on the dataset and its shuffled copy; measure, draw, judge; write results.json and figures."""
+    cfg = config
+    started, out, watch = common.begin(cfg, out_dir)
+    numbers, drawn = measure(cfg, out, watch, progress)  # 1. measure (trains or reuses both networks)
+    figures = draw(cfg, numbers, drawn, out)  # 2. figures
+    watch.lap("figures")
+    numbers["timing_s"] = watch.stages
+    numbers["compute_s"] = syn.compute_seconds([t["run_dir"] for t in numbers["training"].values()], watch.stages)
+    return common.finish(out, "shuffled", preset, cfg, claims_of(cfg, numbers), numbers, figures, started,  # 3. claims
+                         device=cfg.device)
+
+
+def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]:
+    """Train (or reuse) a network on the dataset and one on its shuffled copy; each one's PSNR curve on its
+    own held-out images with paired intervals per sigma; the spectra of both at the same noisy image.
+    Returns the numbers and what the figures draw (spectra, first bases, an example, the shuffle)."""
     from gahb.analysis.memorization import denoising_curve
     from gahb.analysis.uncertainty import paired_difference_interval
     from gahb.data.datasets import load_split
     from gahb.data.synthetic import PixelShuffle
 
-    cfg = config
-    started, out, watch = common.begin(cfg, out_dir)
     runs = common.runs_dir(cfg, out)
 
     split = load_split(cfg.dataset, n=cfg.n_train, subset="s1", seed=cfg.data_seed, size=cfg.size,
@@ -222,13 +235,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
                       "denoised_original": models["original"](y[None])[0].numpy()}
     watch.lap("jacobians")
 
-    fig_main, fig_eig = "figures/shuffled_psnr_spectra.png", "figures/shuffled_eigenvectors.png"
-    _figure(curves, spectra, ex, cfg, out / fig_main)
     d = int(np.prod(shape))
-    idx = [k for k in PAPER_INDICES if k < min(bases["original"].k, bases["shuffled"].k)] or list(range(5))
-    _eigen_figure(bases, shuffle, idx, out / fig_eig)
-    watch.lap("figures")
-
     mean_ed = {k: float(np.mean([r[k]["effective_dimension"] for r in jac])) for k in ("original", "shuffled")}
     numbers = {
         "psnr_table": table,
@@ -243,17 +250,23 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         "d": d,
         "pixel_shuffle": shuffle.to_dict(),
         "training": training,
-        "timing_s": watch.stages,
-        "compute_s": syn.compute_seconds([t["run_dir"] for t in training.values()], watch.stages),
     }
-    figures = [
+    return numbers, {"spectra": spectra, "bases": bases, "example": ex, "shuffle": shuffle}
+
+
+def draw(cfg: Config, numbers: dict, drawn: dict, out) -> list[dict]:
+    """Paper Fig. 21 (PSNR curves, spectra, an example) and the two models' eigenvectors; the figure list."""
+    fig_main, fig_eig = "figures/shuffled_psnr_spectra.png", "figures/shuffled_eigenvectors.png"
+    _figure(numbers["curves"], drawn["spectra"], drawn["example"], cfg, out / fig_main)
+    bases = drawn["bases"]
+    idx = [k for k in PAPER_INDICES if k < min(bases["original"].k, bases["shuffled"].k)] or list(range(5))
+    _eigen_figure(bases, drawn["shuffle"], idx, out / fig_eig)
+    return [
         {"path": fig_main, "caption": (f"Original vs pixel-shuffled {cfg.dataset}: output vs input PSNR of each model on "
                                        f"its own held-out images, Jacobian spectra at sigma={cfg.jacobian_sigma:g}, and "
                                        "an example (paper Fig. 21).")},
         {"path": fig_eig, "caption": "Eigenvectors of the two Jacobians; the shuffled model's are unshuffled for display."},
     ]
-    return common.finish(out, "shuffled", preset, cfg, claims_of(cfg, numbers), numbers, figures, started,
-                         device=cfg.device)
 
 
 def claims_of(cfg: Config, numbers: dict) -> list[dict]:
@@ -301,4 +314,4 @@ def judge(results: dict) -> list[dict]:
     return claims_of(common.config_from_dict(Config, results["config"]), results["numbers"])
 
 
-__all__ = ["Config", "PRESETS", "claims_of", "judge", "run"]
+__all__ = ["Config", "PRESETS", "claims_of", "draw", "judge", "measure", "run"]

@@ -31,7 +31,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from gahb.models import MODEL_PRESETS, ModelConfig
+from gahb.models import ModelConfig, model_config
 from gahb.utils.config import runtime, runtime_fields
 
 NOISE_LAWS = ("quadratic", "uniform")
@@ -41,7 +41,7 @@ EVAL_UNITS = ("epoch", "step")
 
 
 def _default_model() -> ModelConfig:
-    return ModelConfig.from_dict(MODEL_PRESETS["unet-small"].to_dict())
+    return model_config("unet-small")
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,8 @@ class TrainConfig:
     noise_on_device: bool = False  # draw training noise with a CUDA generator (faster; RNG differs from CPU)
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
-        elif isinstance(self.model, str):
-            object.__setattr__(self, "model", _model_from_preset(self.model))
+        if not isinstance(self.model, ModelConfig):
+            object.__setattr__(self, "model", model_config(self.model))
         object.__setattr__(self, "eval_sigmas", tuple(float(s) for s in self.eval_sigmas))
         self.validate()
 
@@ -173,12 +171,6 @@ class TrainConfig:
         if changes.get("epochs") is not None and "steps" not in changes:
             changes["steps"] = None
         return replace(self, **changes)
-
-
-def _model_from_preset(name: str) -> ModelConfig:
-    if name not in MODEL_PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(MODEL_PRESETS)}")
-    return ModelConfig.from_dict(MODEL_PRESETS[name].to_dict())
 
 
 # Fields that change only how a run executes, not which numbers it computes (on one device);

@@ -22,20 +22,6 @@ from dataclasses import dataclass
 from gahb.utils.config import added
 
 
-def model_config(model):
-    """A ModelConfig from a preset name (``"unet-small"``) or a dict of fields over unet-small's."""
-    from gahb.models import MODEL_PRESETS, ModelConfig
-
-    if isinstance(model, str):
-        if model not in MODEL_PRESETS:
-            raise ValueError(f"unknown model preset {model!r}; choose one of {sorted(MODEL_PRESETS)} "
-                             "or give a dict of ModelConfig fields")
-        return ModelConfig.from_dict(MODEL_PRESETS[model].to_dict())
-    if isinstance(model, dict):
-        return ModelConfig.from_dict({**MODEL_PRESETS["unet-small"].to_dict(), **model})
-    raise TypeError(f"model must be a preset name or a dict, got {type(model).__name__}")
-
-
 @dataclass(frozen=True)
 class Recipe:
     """How a study trains each network; :meth:`train_config` for N images."""
@@ -84,11 +70,12 @@ class Recipe:
 
     def train_config(self, n: int, *, seed: int, device: str):
         """The :class:`~gahb.training.config.TrainConfig` of one network trained on ``n`` images."""
+        from gahb.models import model_config
         from gahb.training.config import make_config
 
         steps, ipe = self.budget(n)
         budget = {"steps": steps} if steps else {"epochs": int(self.epochs)}
-        return make_config(self.train_preset, model=model_config(self.model), **budget, images_per_epoch=int(ipe),
+        return make_config(self.train_preset, model=model_config(self.model, base="unet-small"), **budget, images_per_epoch=int(ipe),
                            batch_size=int(self.batch_size), lr=float(self.lr), lr_halve_every=self.lr_halve_every,
                            lr_halve_unit=self.lr_halve_unit, sigma_max=float(self.sigma_max),
                            loss_weight=str(self.loss_weight), bn_recalibration_batches=int(self.bn_recalibration_batches),
@@ -96,4 +83,4 @@ class Recipe:
                            seed=int(seed), device=device)
 
 
-__all__ = ["Recipe", "model_config"]
+__all__ = ["Recipe"]
