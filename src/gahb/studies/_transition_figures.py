@@ -62,3 +62,72 @@ def _empirical_figure(per_n: dict, path: Path) -> None:
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+def draw(cfg, ns: list[int], per_n: dict, grid: dict, out: Path) -> list[dict]:
+    """Paper Figs 1, 15 and 2 (curves, gaps, cosine histograms per sampler), the sample grid and the
+    distance to the empirical denoiser; the figure list."""
+    from gahb.report.memorization_figures import denoising_curves_figure, psnr_gap_figure, similarity_histograms_figure
+
+    figs = []
+
+    def fig(name: str, caption: str) -> Path:
+        figs.append({"path": f"figures/{name}", "caption": caption})
+        return out / "figures" / name
+
+    denoising_curves_figure({n: per_n[n]["subsets"]["s1"]["curves"] for n in ns},
+                            path=fig("denoising_curves.png",
+                                     "Train and test output PSNR vs input PSNR of f_S1 for each N, with the "
+                                     "identity line (paper Fig 1)."),
+                            title=f"{cfg.dataset}: denoising, train vs test")
+    gaps = {n: per_n[n]["psnr_gap_db"] for n in ns}
+    paired_gaps = {n: per_n[n]["psnr_gap_paired"]["gap_db"] for n in ns}
+    psnr_gap_figure({"paired: own net - other net, same S images": paired_gaps,
+                     "unpaired: S images - test images": gaps},
+                    path=fig("psnr_gap.png", "Train - test PSNR gap averaged over sigma, against N (paper Fig 15), "
+                                             "mean of S1 and S2: the paired estimate (each training image "
+                                             "denoised by its own network and by the network that never saw it) "
+                                             "and the unpaired one (training images vs held-out test images)."))
+    similarity_histograms_figure(
+        {n: {"paired": per_n[n]["paired"] or None,
+             "nearest_train": [v for s in ("s1", "s2") for v in per_n[n]["subsets"][s]["nearest_train"] if v is not None]
+             or None, "note": _failure_note(per_n[n]["failures"])}
+         for n in ns},
+        path=fig("cosine_histograms.png",
+                 "Cosine similarity of paired samples (same seed, f_S1 vs f_S2; blue) and of each sample with "
+                 "its nearest image in its own training set (orange), per N (paper Fig 2). Samples that failed "
+                 "(sigma_t above the divergence bound, or out of steps) are left out; each panel says how many."))
+    for name in cfg.other_samplers:
+        from gahb.analysis.memorization import SimilaritySummary
+
+        def summ(d: dict | None) -> SimilaritySummary | None:
+            return None if d is None else SimilaritySummary(**{**d, "quartiles": tuple(d["quartiles"])})
+
+        similarity_histograms_figure(
+            {n: {**{k: summ(per_n[n]["other_samplers"][name][k]) for k in ("paired", "nearest_train")},
+                 "note": _failure_note(per_n[n]["other_samplers"][name]["failures"])} for n in ns},
+            path=fig(f"cosine_histograms_{_slug(name)}.png",
+                     f"As the cosine histograms above, with the '{name}' sampler on the same seeds."))
+    _sample_grid_figure(grid["samples"], grid["nearest"], grid["status"],
+                        fig("samples.png", "Per N: samples of f_S1, samples of f_S2 from the same seeds, and the "
+                                           "training image of S1 nearest to each f_S1 sample. Samples that failed "
+                                           "are framed in red (and have no nearest image); each row's title "
+                                           "counts the failures among all the samples of that N."),
+                        cfg.grid_samples,
+                        {n: f"N = {n}: " + ", ".join(f"{s.upper()} {per_n[n]['subsets'][s]['sampler_failures']} of "
+                                                     f"{cfg.n_samples} failed" for s in ("s1", "s2")) for n in ns})
+    _empirical_figure(per_n, fig("distance_to_empirical.png",
+                                 "Mean squared distance between f_S1 and the empirical (memorising) denoiser of "
+                                 "S1 per sigma, on training and held-out images."))
+    return figs
+
+
+def _slug(name: str) -> str:
+    """A file-name-safe form of a sampler spec ('paper:beta=0.2' -> 'paper_beta_0.2')."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _failure_note(f: dict) -> str:
+    return f"{f['samples_failed']} of {f['samples']} samples failed (left out)" if f["samples_failed"] else ""

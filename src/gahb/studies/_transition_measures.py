@@ -4,11 +4,15 @@
   difference "paired cosine - nearest-training cosine" with its bootstrap interval (the two
   networks make the same sample, closer to each other than to any training image);
 * :func:`_copies`: the calibrated copy test of :mod:`gahb.analysis.copies` per network;
+* :func:`measure_n`: every number of one N, both networks: curves and gaps, paired samples, the
+  copy test, the distance to the empirical denoiser, patch collages;
 * :func:`_train_cross_reference`: how similar an S1 training image is to its nearest S2 image, the
   reference for what "the same image" means between two training sets.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -106,3 +110,84 @@ def _train_cross_reference(train_1, train_2, images: int, seed: int = 0) -> dict
     q = torch.as_tensor(train_1[: images])
     v, _ = nearest_train_cosine(q, train_2)
     return bootstrap_interval(v, _median, seed=seed).to_dict()
+
+
+def measure_n(cfg, n: int, nets: dict, splits: dict, progress: bool) -> tuple[dict, dict, dict]:
+    """Every number of one N, both subsets (see :mod:`gahb.studies.transition`); with the samples and
+    their status for the sample grid."""
+    from gahb.analysis.memorization import (denoising_curve, distance_to_empirical, nearest_train_cosine,
+                                            paired_psnr_gap, psnr_gap, unpaired_gap_se)
+    from gahb.analysis.patches import classify_patches, patch_matches
+    from gahb.sampling import sample
+    from gahb.sampling.diagnostics import saturation
+
+    shape = tuple(splits["s1"].train.shape[1:])
+    test = splits["s1"].test
+    out: dict[str, Any] = {"n": n, "subsets": {}}
+    samples, status = {}, {}
+    for subset in ("s1", "s2"):
+        net, split = nets[subset], splits[subset]
+        train_imgs = split.train[: cfg.curve_images]
+        other = nets["s2" if subset == "s1" else "s1"]
+        curves = {
+            "train": denoising_curve(net, train_imgs, cfg.input_psnrs, seed=cfg.sample_seed, progress=progress),
+            "test": denoising_curve(net, test[: cfg.curve_images], cfg.input_psnrs, seed=cfg.sample_seed,
+                                    progress=progress),
+            # the other network on these training images, same noise: the paired gap's reference
+            "cross": denoising_curve(other, train_imgs, cfg.input_psnrs, seed=cfg.sample_seed, progress=progress),
+        }
+        res = sample(net, (cfg.n_samples,) + shape, cfg.sample_seed, cfg.sampler, progress=progress)
+        samples[subset], status[subset] = res.samples, res.status
+        ok = res.converged  # failed samples never enter a statistic (they are counted instead)
+        nt_val, nt_idx = _aligned(ok, lambda: nearest_train_cosine(res.samples[ok], split.train, progress=progress))
+        emp = {
+            "train": distance_to_empirical(net, split.train, split.train[: cfg.emp_images], cfg.emp_sigmas,
+                                           seed=cfg.sample_seed, progress=progress),
+            "test": distance_to_empirical(net, split.train, test[: cfg.emp_images], cfg.emp_sigmas,
+                                          seed=cfg.sample_seed, progress=progress),
+        }
+        copies = _copies(cfg, res.samples[ok], split.train, test[: cfg.reference_images])
+        patch = cfg.patch if cfg.patch <= min(shape[1:]) else min(shape[1:])
+        pc = classify_patches(patch_matches(res.samples[ok], split.train, patch=patch)).to_dict() if ok.any() \
+            else {"n": 0, "counts": {}, "fraction_copy": None, "fraction_collage": None, "mean_n_sources": None}
+        out["subsets"][subset] = {
+            "curves": curves,
+            "psnr_gap_db": psnr_gap(curves["train"], curves["test"]),
+            "psnr_gap_se_db": unpaired_gap_se(curves["train"], curves["test"]),
+            "nearest_train": nt_val,  # per sample; None for a sample that failed
+            "nearest_index": nt_idx,
+            "sampler_evaluations_mean": float(res.evaluations.double().mean()),
+            "sampler_failures": int((~ok).sum()),
+            "sampler_status": {k: res.status.count(k) for k in sorted(set(res.status))},
+            "saturation": {"converged_samples": saturation(res.samples[ok]) if ok.any() else None,
+                           "training_images": saturation(split.train[: cfg.n_samples])},
+            "distance_to_empirical": emp,
+            "copies": copies,
+            "patches": {k: pc[k] for k in ("n", "counts", "fraction_copy", "fraction_collage", "mean_n_sources")},
+        }
+    out["other_samplers"] = {}
+    for name in cfg.other_samplers:
+        other = {s: sample(nets[s], (cfg.n_samples,) + shape, cfg.sample_seed, name, progress=progress)
+                 for s in ("s1", "s2")}
+        nt_other = [v for s in ("s1", "s2") for v in _aligned(
+            other[s].converged, lambda s=s: nearest_train_cosine(other[s].samples[other[s].converged],
+                                                                 splits[s].train))[0]]
+        out["other_samplers"][name] = _fig2_summary(other["s1"].samples, other["s2"].samples, other["s1"].status,
+                                                    other["s2"].status, nt_other, n)
+        # the copy test of these samples, calibrated by the same held-out images as the main sampler's
+        out["other_samplers"][name]["copies"] = _copy_summary(cfg, [
+            {"copies": {**out["subsets"][s]["copies"], "ratio": _other_ratio(other[s], splits[s].train,
+                                                                            out["subsets"][s]["copies"])}}
+            for s in ("s1", "s2")])
+    out.update(_fig2_summary(samples["s1"], samples["s2"], status["s1"], status["s2"],
+                             out["subsets"]["s1"]["nearest_train"] + out["subsets"]["s2"]["nearest_train"], n,
+                             keep_paired=True))
+    sub = out["subsets"]
+    out["copies"] = _copy_summary(cfg, [sub["s1"], sub["s2"]])
+    out["train_cross_reference"] = _train_cross_reference(splits["s1"].train, splits["s2"].train,
+                                                          cfg.reference_images, seed=cfg.sample_seed)
+    out["psnr_gap_db"] = 0.5 * (sub["s1"]["psnr_gap_db"] + sub["s2"]["psnr_gap_db"])
+    out["psnr_gap_se_db"] = 0.5 * (sub["s1"]["psnr_gap_se_db"] ** 2 + sub["s2"]["psnr_gap_se_db"] ** 2) ** 0.5
+    out["psnr_gap_paired"] = paired_psnr_gap(sub["s1"]["curves"]["train"], sub["s1"]["curves"]["cross"],
+                                             sub["s2"]["curves"]["train"], sub["s2"]["curves"]["cross"])
+    return out, samples, status

@@ -177,18 +177,29 @@ def _spectra_figure(analyses, labels, path):
 
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
-    """Analyse the two networks' Jacobians at one held-out image; write results.json and figures."""
-    from gahb.analysis.adaptive_basis import JacobianAnalysisConfig, analyze_image, analyze_sigma, spectrum_statistics
-    from gahb.report.jacobian_figures import (comparison_figure, effective_dimension_figure,
-                                              eigenvector_montage, montage_indices)
-    from gahb.report.figures import pyplot
-    from gahb.training.checkpoint import load_denoiser
+    """Analyse the two networks' Jacobians; measure, draw, judge; write results.json and figures."""
     from gahb.utils.device import resolve_device
 
     cfg = config
     cfg.validate()
     started, out, watch = begin(cfg, out_dir)
     device = resolve_device(cfg.device)
+    numbers, analyses = measure(cfg, device, watch, progress)  # 1. measure
+    figures = draw(cfg, numbers, analyses, out)  # 2. figures
+    watch.lap("figures")
+    numbers["timing_s"] = watch.stages
+    return finish(out, NAME, preset, cfg, claims_of(cfg, numbers), numbers, figures, started,  # 3. claims
+                  device=str(device))
+
+
+def measure(cfg: Config, device, watch, progress: bool = True) -> tuple[dict, list]:
+    """Both networks' Jacobians at one held-out image and every sigma; SURE and tr J over the SURE images
+    (both networks); dense Jacobian statistics over them at the reference sigma. Returns the numbers and
+    the two image analyses (for the figures)."""
+    from gahb.analysis.adaptive_basis import JacobianAnalysisConfig, analyze_image, analyze_sigma, spectrum_statistics
+    from gahb.analysis.sure import sure_check
+    from gahb.training.checkpoint import load_denoiser
+
     runs, labels, transition = find_runs(cfg)
     jcfg = JacobianAnalysisConfig(sigmas=list(cfg.sigmas), method=cfg.method, k=cfg.k, chunk=cfg.chunk,
                                   seed=cfg.seed)
@@ -208,8 +219,6 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         models_info.append({"label": label, "run_dir": str(run_dir), "n": (rcfg.get("data") or {}).get("n"),
                             "model": rcfg["model"]})
         watch.lap("jacobian")
-
-    from gahb.analysis.sure import sure_check
 
     first_model, last_model = loaded
     sure = sure_check(last_model, sure_images.to(device), cfg.sigmas, draws=cfg.sure_draws, probes=cfg.sure_probes,
@@ -253,9 +262,17 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
                # the published BF-CNN measured the same way (gahb study published), kept so that the claims
                # can be re-judged from this file alone
                "reference": ref}
-    small, large = numbers["models"]
+    return numbers, analyses
 
-    # -- figures ---------------------------------------------------------------------------------
+
+def draw(cfg: Config, numbers: dict, analyses: list, out) -> list[dict]:
+    """Paper Fig 3 for both networks (basis vectors side by side, the generalising network's montage),
+    the spectra and tr J against sigma; the figure list."""
+    from gahb.report.figures import pyplot
+    from gahb.report.jacobian_figures import (comparison_figure, effective_dimension_figure, eigenvector_montage,
+                                              montage_indices)
+
+    labels = [m["label"] for m in numbers["models"]]
     plt = pyplot()
     figs = []
 
@@ -286,7 +303,4 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         "effective_dimension.png",
         "Left: effective dimensionality tr J against \u03c3 for both networks (eq. 7). Right: SURE (eq. 7) "
         "against the true MSE of the denoised image.")))
-    watch.lap("figures")
-
-    numbers["timing_s"] = watch.stages
-    return finish(out, NAME, preset, cfg, claims_of(cfg, numbers), numbers, figs, started, device=str(device))
+    return figs

@@ -266,6 +266,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         if progress:
             print(f"[published] {msg}", flush=True)
 
+    # 1. measure: Set68 table, dense Jacobians, SURE, Lanczos, the prior's samples and inverse problems
     log(f"Set68 PSNR at sigma = {', '.join(f'{s:g}' for s in cfg.set68_sigmas)}/255 (both bias-free DnCNNs)")
     set68 = set68_part(cfg, out, progress)
     watch.lap("set68")
@@ -289,6 +290,7 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     prior = prior_part(cfg, optimize_for_inference(uip), inv_imgs, progress)
     watch.lap("prior")
 
+    # 2. figures
     figs = figures.write_all(out, cfg, set68, dense, analyses, sure, topk, topk_results, prior, crops, inv_imgs)
     watch.lap("figures")
     numbers = {
@@ -302,5 +304,6 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
         "crops": {"set12": [n for n, _ in set12][: cfg.n_crops], "size": cfg.crop, "position": "centre"},
         "timing_s": watch.stages,
     }
-    return finish(out, NAME, preset, cfg, claims_of(cfg, numbers), numbers, figs, started, device=cfg.device)
+    return finish(out, NAME, preset, cfg, claims_of(cfg, numbers), numbers, figs, started,  # 3. claims
+                  device=cfg.device)
 

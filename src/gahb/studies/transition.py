@@ -44,10 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gahb.studies._transition_claims import judge, median, transition_claims  # noqa: F401 (judge: the study contract)
-from gahb.studies._transition_measures import (_aligned, _copies, _copy_summary, _fig2_summary, _other_ratio,
-                                               _train_cross_reference)
-from gahb.studies._transition_figures import _empirical_figure, _sample_grid_figure
+from gahb.studies._transition_claims import judge, median
+from gahb.studies._transition_measures import measure_n
+from gahb.studies._transition_figures import draw
 from gahb.studies.common import begin, config_to_dict, finish, train_or_reuse, training_seconds
 from gahb.studies.common import runs_dir as study_runs_dir
 from gahb.training.recipe import Recipe
@@ -191,101 +190,32 @@ def _measure_config(cfg: Config, n: int) -> dict:
     return d
 
 
-def _measure_n(cfg: Config, n: int, nets: dict, splits: dict, progress: bool) -> dict:
-    """Every number of one N (both subsets); see the module docstring."""
-    from gahb.analysis.memorization import (denoising_curve, distance_to_empirical, nearest_train_cosine,
-                                            paired_psnr_gap, psnr_gap, unpaired_gap_se)
-    from gahb.analysis.patches import classify_patches, patch_matches
-    from gahb.sampling import sample
-    from gahb.sampling.diagnostics import saturation
-
-    shape = tuple(splits["s1"].train.shape[1:])
-    test = splits["s1"].test
-    out: dict[str, Any] = {"n": n, "subsets": {}}
-    samples, status = {}, {}
-    for subset in ("s1", "s2"):
-        net, split = nets[subset], splits[subset]
-        train_imgs = split.train[: cfg.curve_images]
-        other = nets["s2" if subset == "s1" else "s1"]
-        curves = {
-            "train": denoising_curve(net, train_imgs, cfg.input_psnrs, seed=cfg.sample_seed, progress=progress),
-            "test": denoising_curve(net, test[: cfg.curve_images], cfg.input_psnrs, seed=cfg.sample_seed,
-                                    progress=progress),
-            # the other network on these training images, same noise: the paired gap's reference
-            "cross": denoising_curve(other, train_imgs, cfg.input_psnrs, seed=cfg.sample_seed, progress=progress),
-        }
-        res = sample(net, (cfg.n_samples,) + shape, cfg.sample_seed, cfg.sampler, progress=progress)
-        samples[subset], status[subset] = res.samples, res.status
-        ok = res.converged  # failed samples never enter a statistic (they are counted instead)
-        nt_val, nt_idx = _aligned(ok, lambda: nearest_train_cosine(res.samples[ok], split.train, progress=progress))
-        emp = {
-            "train": distance_to_empirical(net, split.train, split.train[: cfg.emp_images], cfg.emp_sigmas,
-                                           seed=cfg.sample_seed, progress=progress),
-            "test": distance_to_empirical(net, split.train, test[: cfg.emp_images], cfg.emp_sigmas,
-                                          seed=cfg.sample_seed, progress=progress),
-        }
-        copies = _copies(cfg, res.samples[ok], split.train, test[: cfg.reference_images])
-        patch = cfg.patch if cfg.patch <= min(shape[1:]) else min(shape[1:])
-        pc = classify_patches(patch_matches(res.samples[ok], split.train, patch=patch)).to_dict() if ok.any() \
-            else {"n": 0, "counts": {}, "fraction_copy": None, "fraction_collage": None, "mean_n_sources": None}
-        out["subsets"][subset] = {
-            "curves": curves,
-            "psnr_gap_db": psnr_gap(curves["train"], curves["test"]),
-            "psnr_gap_se_db": unpaired_gap_se(curves["train"], curves["test"]),
-            "nearest_train": nt_val,  # per sample; None for a sample that failed
-            "nearest_index": nt_idx,
-            "sampler_evaluations_mean": float(res.evaluations.double().mean()),
-            "sampler_failures": int((~ok).sum()),
-            "sampler_status": {k: res.status.count(k) for k in sorted(set(res.status))},
-            "saturation": {"converged_samples": saturation(res.samples[ok]) if ok.any() else None,
-                           "training_images": saturation(split.train[: cfg.n_samples])},
-            "distance_to_empirical": emp,
-            "copies": copies,
-            "patches": {k: pc[k] for k in ("n", "counts", "fraction_copy", "fraction_collage", "mean_n_sources")},
-        }
-    out["other_samplers"] = {}
-    for name in cfg.other_samplers:
-        other = {s: sample(nets[s], (cfg.n_samples,) + shape, cfg.sample_seed, name, progress=progress)
-                 for s in ("s1", "s2")}
-        nt_other = [v for s in ("s1", "s2") for v in _aligned(
-            other[s].converged, lambda s=s: nearest_train_cosine(other[s].samples[other[s].converged],
-                                                                 splits[s].train))[0]]
-        out["other_samplers"][name] = _fig2_summary(other["s1"].samples, other["s2"].samples, other["s1"].status,
-                                                    other["s2"].status, nt_other, n)
-        # the copy test of these samples, calibrated by the same held-out images as the main sampler's
-        out["other_samplers"][name]["copies"] = _copy_summary(cfg, [
-            {"copies": {**out["subsets"][s]["copies"], "ratio": _other_ratio(other[s], splits[s].train,
-                                                                            out["subsets"][s]["copies"])}}
-            for s in ("s1", "s2")])
-    out.update(_fig2_summary(samples["s1"], samples["s2"], status["s1"], status["s2"],
-                             out["subsets"]["s1"]["nearest_train"] + out["subsets"]["s2"]["nearest_train"], n,
-                             keep_paired=True))
-    sub = out["subsets"]
-    out["copies"] = _copy_summary(cfg, [sub["s1"], sub["s2"]])
-    out["train_cross_reference"] = _train_cross_reference(splits["s1"].train, splits["s2"].train,
-                                                          cfg.reference_images, seed=cfg.sample_seed)
-    out["psnr_gap_db"] = 0.5 * (sub["s1"]["psnr_gap_db"] + sub["s2"]["psnr_gap_db"])
-    out["psnr_gap_se_db"] = 0.5 * (sub["s1"]["psnr_gap_se_db"] ** 2 + sub["s2"]["psnr_gap_se_db"] ** 2) ** 0.5
-    out["psnr_gap_paired"] = paired_psnr_gap(sub["s1"]["curves"]["train"], sub["s1"]["curves"]["cross"],
-                                             sub["s2"]["curves"]["train"], sub["s2"]["curves"]["cross"])
-    return out, samples, status
-
-
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
     """Run the transition study into ``out_dir`` (see the module docstring); returns the results dict."""
-    import torch
-
-    from gahb.report.memorization_figures import (denoising_curves_figure, psnr_gap_figure,
-                                                  similarity_histograms_figure)
-    from gahb.data.datasets import load_pool, load_split
-    from gahb.utils.io import atomic_write_json, read_json
-
     cfg = config
     cfg.validate()
     started, out, watch = begin(cfg, out_dir)
+    numbers, per_n, grid = measure(cfg, out, watch, progress)  # 1. measure (trains or reuses every network)
+    figures = draw(cfg, numbers["ns"], per_n, grid, out)  # 2. figures
+    watch.lap("figures")
+    numbers["timing_s"] = watch.stages
+    claims = judge({"config": config_to_dict(cfg), "numbers": numbers})  # 3. claims, from the numbers alone
+    return finish(out, NAME, preset, cfg, claims, numbers, figures, started, device=cfg.device)
+
+
+def measure(cfg: Config, out: Path, watch, progress: bool = True) -> tuple[dict, dict, dict]:
+    """Train (or reuse) both networks of every N and measure each N (cached in ``out/per_n``).
+
+    Returns the JSON-able numbers, every N's full numbers (with the per-sample values the histograms
+    draw) and the sample grid (samples, their status and nearest training images per N).
+    """
+    import torch
+
+    from gahb.data.datasets import load_pool, load_split
+    from gahb.utils.io import atomic_write_json, read_json
+
     (out / "per_n").mkdir(parents=True, exist_ok=True)
     runs_dir = study_runs_dir(cfg, out)
-
     pool = load_pool(cfg.dataset, cache_dir=cfg.cache_dir, progress=progress)
     probe = load_split(cfg.dataset, n=1, subset="s1", seed=cfg.split_seed, pool=pool, progress=False)
     max_n = int(probe.info["max_n"])
@@ -293,13 +223,11 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     watch.lap("data")
 
     per_n: dict[int, dict] = {}
-    grid_samples: dict[int, dict] = {}
-    grid_status: dict[int, dict] = {}
-    grid_nearest: dict[int, Any] = {}
+    grid: dict[str, dict[int, Any]] = {"samples": {}, "status": {}, "nearest": {}}
     runs: dict[str, dict] = {}
     for i, n in enumerate(ns):
         if progress:
-            print(f"[transition] N = {n} ({i + 1}/{len(ns)}), elapsed {time.time() - started:.0f} s", flush=True)
+            print(f"[transition] N = {n} ({i + 1}/{len(ns)})", flush=True)
         splits = {s: load_split(cfg.dataset, n=n, subset=s, seed=cfg.split_seed, pool=pool, progress=False)
                   for s in ("s1", "s2")}
         nets = {}
@@ -322,85 +250,29 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
             shape = (cfg.grid_samples,) + tuple(splits["s1"].train.shape[1:])
             with torch.no_grad():
                 drawn = {s: sample(nets[s], shape, cfg.sample_seed, cfg.sampler, progress=False) for s in ("s1", "s2")}
-            grid_samples[n] = {s: r.samples for s, r in drawn.items()}
-            grid_status[n] = {s: r.status for s, r in drawn.items()}
+            grid["samples"][n] = {s: r.samples for s, r in drawn.items()}
+            grid["status"][n] = {s: r.status for s, r in drawn.items()}
         else:
             t_measure = time.perf_counter()
             with torch.no_grad():
-                numbers, samples, status = _measure_n(cfg, n, nets, splits, progress)
+                numbers, samples, status = measure_n(cfg, n, nets, splits, progress)
             numbers["measure_seconds"] = round(time.perf_counter() - t_measure, 2)
             atomic_write_json(cache, {"key": measure_key, "numbers": numbers})
             per_n[n] = numbers
-            grid_samples[n] = {s: v[: cfg.grid_samples] for s, v in samples.items()}
-            grid_status[n] = {s: v[: cfg.grid_samples] for s, v in status.items()}
+            grid["samples"][n] = {s: v[: cfg.grid_samples] for s, v in samples.items()}
+            grid["status"][n] = {s: v[: cfg.grid_samples] for s, v in status.items()}
         near_idx = per_n[n]["subsets"]["s1"]["nearest_index"][: cfg.grid_samples]
         # a failed sample has no nearest training image: a blank cell
-        grid_nearest[n] = torch.stack([splits["s1"].train[i] if i is not None else torch.zeros_like(splits["s1"].train[0])
-                                       for i in near_idx])
+        grid["nearest"][n] = torch.stack([splits["s1"].train[i] if i is not None else torch.zeros_like(splits["s1"].train[0])
+                                          for i in near_idx])
         watch.lap("measurement")
-
-    # -- figures ---------------------------------------------------------------------------------
-    figs = []
-
-    def fig(name: str, caption: str) -> Path:
-        figs.append({"path": f"figures/{name}", "caption": caption})
-        return out / "figures" / name
-
-    denoising_curves_figure({n: per_n[n]["subsets"]["s1"]["curves"] for n in ns},
-                            path=fig("denoising_curves.png",
-                                     "Train and test output PSNR vs input PSNR of f_S1 for each N, with the "
-                                     "identity line (paper Fig 1)."),
-                            title=f"{cfg.dataset}: denoising, train vs test")
-    gaps = {n: per_n[n]["psnr_gap_db"] for n in ns}
-    paired_gaps = {n: per_n[n]["psnr_gap_paired"]["gap_db"] for n in ns}
-    psnr_gap_figure({"paired: own net - other net, same S images": paired_gaps,
-                     "unpaired: S images - test images": gaps},
-                    path=fig("psnr_gap.png", "Train - test PSNR gap averaged over sigma, against N (paper Fig 15), "
-                                             "mean of S1 and S2: the paired estimate (each training image "
-                                             "denoised by its own network and by the network that never saw it) "
-                                             "and the unpaired one (training images vs held-out test images)."))
-    similarity_histograms_figure(
-        {n: {"paired": per_n[n]["paired"] or None,
-             "nearest_train": [v for s in ("s1", "s2") for v in per_n[n]["subsets"][s]["nearest_train"] if v is not None]
-             or None, "note": _failure_note(per_n[n]["failures"])}
-         for n in ns},
-        path=fig("cosine_histograms.png",
-                 "Cosine similarity of paired samples (same seed, f_S1 vs f_S2; blue) and of each sample with "
-                 "its nearest image in its own training set (orange), per N (paper Fig 2). Samples that failed "
-                 "(sigma_t above the divergence bound, or out of steps) are left out; each panel says how many."))
-    for name in cfg.other_samplers:
-        from gahb.analysis.memorization import SimilaritySummary
-
-        def summ(d: dict | None) -> SimilaritySummary | None:
-            return None if d is None else SimilaritySummary(**{**d, "quartiles": tuple(d["quartiles"])})
-
-        similarity_histograms_figure(
-            {n: {**{k: summ(per_n[n]["other_samplers"][name][k]) for k in ("paired", "nearest_train")},
-                 "note": _failure_note(per_n[n]["other_samplers"][name]["failures"])} for n in ns},
-            path=fig(f"cosine_histograms_{_slug(name)}.png",
-                     f"As the cosine histograms above, with the '{name}' sampler on the same seeds."))
-    _sample_grid_figure(grid_samples, grid_nearest, grid_status,
-                        fig("samples.png", "Per N: samples of f_S1, samples of f_S2 from the same seeds, and the "
-                                           "training image of S1 nearest to each f_S1 sample. Samples that failed "
-                                           "are framed in red (and have no nearest image); each row's title "
-                                           "counts the failures among all the samples of that N."),
-                        cfg.grid_samples,
-                        {n: f"N = {n}: " + ", ".join(f"{s.upper()} {per_n[n]['subsets'][s]['sampler_failures']} of "
-                                                     f"{cfg.n_samples} failed" for s in ("s1", "s2")) for n in ns})
-    _empirical_figure(per_n, fig("distance_to_empirical.png",
-                                 "Mean squared distance between f_S1 and the empirical (memorising) denoiser of "
-                                 "S1 per sigma, on training and held-out images."))
-    watch.lap("figures")
-
-    # -- claims ----------------------------------------------------------------------------------
-    claims = transition_claims(cfg, ns, per_n)
 
     numbers = {
         "ns": ns, "max_n": max_n, "pool_size": int(probe.info["pool_size"]),
         "image_shape": list(probe.info["image_shape"]),
-        "psnr_gap_db": {_n_key(n): gaps[n] for n in ns},
+        "psnr_gap_db": {_n_key(n): per_n[n]["psnr_gap_db"] for n in ns},
         "psnr_gap_se_db": {_n_key(n): per_n[n]["psnr_gap_se_db"] for n in ns},
-        "psnr_gap_paired_db": {_n_key(n): paired_gaps[n] for n in ns},
+        "psnr_gap_paired_db": {_n_key(n): per_n[n]["psnr_gap_paired"]["gap_db"] for n in ns},
         "psnr_gap_paired_se_db": {_n_key(n): per_n[n]["psnr_gap_paired"]["se_db"] for n in ns},
         "median_paired_cosine": {_n_key(n): median(per_n[n]["summary"]["paired"]) for n in ns},
         "median_nearest_train_cosine": {_n_key(n): median(per_n[n]["summary"]["nearest_train"]) for n in ns},
@@ -408,21 +280,9 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
                                                                      for s in ("s1", "s2")}} for n in ns},
         "per_n": {_n_key(n): _trim(per_n[n]) for n in ns},
         "runs": runs,
-        "timing_s": watch.stages,
         "compute_s": _compute_seconds(runs, per_n, ns),
     }
-    return finish(out, NAME, preset, cfg, claims, numbers, figs, started, device=cfg.device)
-
-
-def _slug(name: str) -> str:
-    """A file-name-safe form of a sampler spec ('paper:beta=0.2' -> 'paper_beta_0.2')."""
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-
-
-def _failure_note(f: dict) -> str:
-    return f"{f['samples_failed']} of {f['samples']} samples failed (left out)" if f["samples_failed"] else ""
+    return numbers, per_n, grid
 
 
 def _compute_seconds(runs: dict, per_n: dict, ns: list[int]) -> dict:
