@@ -1,4 +1,4 @@
-"""Near-duplicate removal, as in the paper (spec 2.1, "filtered for duplicates").
+"""Near-duplicate removal, as in the paper ("filtered for duplicates", captions of Figs 2 and 6).
 
 The paper's rule [P Fig 2 and Fig 6 captions; C:quality_metrics_func.py ``remove_repeats``]:
 

@@ -1,4 +1,4 @@
-"""Disjoint training subsets S1, S2 and a held-out test set (spec 2.1, "Choice of subsets").
+"""Disjoint training subsets S1, S2 and a held-out test set (paper section 2.2: two non-overlapping sets of N images).
 
 The paper trains two networks on non-overlapping subsets: S1 = the first N images of the
 deduplicated tensor, S2 = the last N, in ``os.listdir`` order (no shuffling), with N capped at

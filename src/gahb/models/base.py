@@ -2,7 +2,7 @@
 
 A *blind denoiser* is an ``nn.Module`` whose ``forward(y)`` maps a noisy batch ``y`` of shape
 (B, C, H, W), pixel scale [0, 1], to its clean estimate ``f(y)`` of the same shape. It is never
-told the noise level (paper section 2; spec section 3). Samplers, Jacobian analysis, metrics and
+told the noise level (paper section 2). Samplers, Jacobian analysis, metrics and
 studies accept any module honouring this, including closed-form references such as the
 empirical (memorising) denoiser.
 

@@ -1,4 +1,4 @@
-"""Bias-free batch normalisation (paper App. A.1; spec section 3.1).
+"""Bias-free batch normalisation (paper App. A.1).
 
 Unlike ``nn.BatchNorm2d`` this layer neither subtracts a mean nor adds a shift: it only divides
 each channel by a standard deviation and multiplies by a learned gain. In eval mode it is the

@@ -18,13 +18,9 @@ Sampler: the paper's Fig 2 uses its stochastic sampler (Algorithm 1, beta = 0.1)
 Figs 13-14 use the deterministic one (beta = 1). Both Fig 2 claims are judged with every sampler
 the study runs (``other_samplers``: the deterministic one and beta = 0.2, on the same seeds).
 Whether one sampler shows both sides of the transition depends on how well the two large-N networks
-agree: with the earlier standard recipe (6 tiled epochs, lr halved every 2 epochs, final lr 2.5e-4)
-the injected noise of beta = 0.1 amplified their differences into diverging trajectories (the
-bifurcations of the paper's Fig 8) and paired and nearest-training cosines tied at N = 34,475, while
-beta = 1 turned the N = 10 samples into blends; beta = 0.2 was the largest value of a probe grid that
-kept N = 10 copies (``scripts/probe_sampler_beta.py``; numbers in docs/results/transition/README.md).
-The standard recipe now decays the learning rate to 1.25e-4 and gives every network at least 4
-passes over its images, which makes the networks agree.
+agree: injected noise amplifies their differences into diverging trajectories (the bifurcations of
+the paper's Fig 8), while beta = 1 turns imperfect memorisers' samples into blends
+(docs/results/transition/README.md records the sampler probes and the recipe that made the networks agree).
 
 Train - test gap: besides the paper's estimate (training images vs held-out test images) the study
 reports a paired one (each training image denoised by its own network and by the other network,

@@ -1,4 +1,4 @@
-"""Blind noise sampling and the denoising loss (paper eq. 4, App. A.1; spec section 4)."""
+"""Blind noise sampling and the denoising loss (paper eq. 4, App. A.1)."""
 
 from __future__ import annotations
 
