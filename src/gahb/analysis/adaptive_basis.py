@@ -117,7 +117,7 @@ def basis_from_topk(topk, shape: tuple) -> AdaptiveBasis:
 METHODS = ("dense", "topk")
 
 
-@dataclass
+@dataclass(frozen=True)
 class JacobianAnalysisConfig:
     """Settings of :func:`analyze_image` (dumped beside every result).
 
@@ -144,7 +144,7 @@ class JacobianAnalysisConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        self.sigmas = [float(s) for s in self.sigmas]
+        object.__setattr__(self, "sigmas", [float(s) for s in self.sigmas])
         if not self.sigmas or any(not (s > 0 and math.isfinite(s)) for s in self.sigmas):
             raise ValueError(f"sigmas must be positive finite numbers, got {self.sigmas}")
         if self.k < 1:

@@ -21,18 +21,6 @@ def run_summary(run_dir: str | os.PathLike) -> dict:
     return _finite(keep)
 
 
-def compute_seconds(run_dirs, stages: dict) -> dict:
-    """What a study's results cost, summed over sessions (the report header's number):
-    training from each run's ``config.json`` (resumes included, so a rerun that reuses finished
-    networks still counts them) plus this run's non-training stages of ``stages`` (the
-    ``timing_s`` stopwatch, whose ``train*`` entries only time the reuse here)."""
-    from gahb.studies.common import training_seconds
-
-    train_s = training_seconds(run_dirs)
-    other = float(sum(v for k, v in stages.items() if not k.startswith("train")))
-    return {"training": round(train_s, 1), "measurement": round(other, 1), "total": round(train_s + other, 1)}
-
-
 def _finite(obj):
     if isinstance(obj, float):
         return obj if np.isfinite(obj) else None

@@ -168,15 +168,10 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     lo, hi = (float(v) for v in cfg.fit_window)
     if sum(lo - 1e-9 <= p <= hi + 1e-9 for p in cfg.input_psnrs) < 2:
         raise ValueError(f"fit_window {cfg.fit_window} holds fewer than two of input_psnrs {cfg.input_psnrs}")
-    started, out, watch = common.begin(cfg, out_dir)
-    numbers, examples = measure(cfg, out, watch, progress)  # 1. measure (trains or reuses the networks)
-    figures = draw(cfg, numbers, examples, out)  # 2. figures
-    watch.lap("figures")
-    numbers["timing_s"] = watch.stages
-    numbers["compute_s"] = syn.compute_seconds([v["training"]["run_dir"] for v in numbers["per_alpha"].values()],
-                                               watch.stages)
-    return common.finish(out, "calpha", preset, cfg, claims_of(cfg, numbers), numbers, figures, started,  # 3. claims
-                         device=cfg.device)
+    return common.run_phases("calpha", cfg, out_dir, preset, measure=measure, draw=draw, claims_of=claims_of,
+                             progress=progress,
+                             run_dirs=lambda numbers: [v["training"]["run_dir"] for v in numbers["per_alpha"].values()])
+
 
 
 def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]:

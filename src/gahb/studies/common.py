@@ -264,6 +264,37 @@ def begin(cfg, out_dir: str | os.PathLike) -> tuple[float, Path, "Stopwatch"]:
     return started, out, Stopwatch()
 
 
+def run_phases(study: str, cfg, out_dir, preset: str | None, *, measure, draw, claims_of, progress: bool = True,
+               run_dirs=None, device: str | None = None) -> dict:
+    """A study's three phases, in order, and its results.json (the study contract's ``run``):
+
+    1. ``measure(cfg, out, watch, progress) -> (numbers, drawn)``: trains or reuses what it needs and
+       measures; ``numbers`` is JSON-able, ``drawn`` what only the figures need;
+    2. ``draw(cfg, numbers, drawn, out) -> figures``: writes the figures, returns their list;
+    3. ``claims_of(cfg, numbers)``: the claims, from the numbers alone (as ``judge`` re-judges them).
+
+    ``run_dirs(numbers)``: the trained runs whose training time counts in ``numbers["compute_s"]``.
+    """
+    started, out, watch = begin(cfg, out_dir)
+    numbers, drawn = measure(cfg, out, watch, progress)
+    figures = draw(cfg, numbers, drawn, out)
+    watch.lap("figures")
+    numbers["timing_s"] = watch.stages
+    if run_dirs is not None:
+        numbers["compute_s"] = compute_seconds(run_dirs(numbers), watch.stages)
+    return finish(out, study, preset, cfg, claims_of(cfg, numbers), numbers, figures, started,
+                  device=cfg.device if device is None else device)
+
+
+def compute_seconds(run_dirs, stages: dict) -> dict:
+    """What a study's results cost, summed over sessions (the report header's number): training from
+    each run's ``config.json`` (resumes included, so a rerun that reuses finished networks still counts
+    them) plus this run's non-training stages of ``stages`` (whose ``train*`` entries time the reuse)."""
+    train_s = training_seconds(run_dirs)
+    other = float(sum(v for k, v in stages.items() if not k.startswith("train")))
+    return {"training": round(train_s, 1), "measurement": round(other, 1), "total": round(train_s + other, 1)}
+
+
 def runs_dir(cfg, out_dir: str | os.PathLike) -> Path:
     """Where a study's trained runs live: ``cfg.runs_dir`` when given (keep them out of docs/),
     else ``out_dir/runs``."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gahb.studies._gahb_claims import PAPER_FIG3, claims_of, judge, trace_comparison
-from gahb.studies.common import begin, finish, load_results
+from gahb.studies.common import load_results, run_phases
 from gahb.studies.references import STATS, jacobian_reference, spread
 from gahb.utils.config import runtime
 
@@ -180,26 +180,21 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     """Analyse the two networks' Jacobians; measure, draw, judge; write results.json and figures."""
     from gahb.utils.device import resolve_device
 
-    cfg = config
-    cfg.validate()
-    started, out, watch = begin(cfg, out_dir)
-    device = resolve_device(cfg.device)
-    numbers, analyses = measure(cfg, device, watch, progress)  # 1. measure
-    figures = draw(cfg, numbers, analyses, out)  # 2. figures
-    watch.lap("figures")
-    numbers["timing_s"] = watch.stages
-    return finish(out, NAME, preset, cfg, claims_of(cfg, numbers), numbers, figures, started,  # 3. claims
-                  device=str(device))
+    config.validate()
+    return run_phases(NAME, config, out_dir, preset, measure=measure, draw=draw, claims_of=claims_of,
+                      progress=progress, device=str(resolve_device(config.device)))
 
 
-def measure(cfg: Config, device, watch, progress: bool = True) -> tuple[dict, list]:
+def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, list]:
     """Both networks' Jacobians at one held-out image and every sigma; SURE and tr J over the SURE images
     (both networks); dense Jacobian statistics over them at the reference sigma. Returns the numbers and
     the two image analyses (for the figures)."""
     from gahb.analysis.adaptive_basis import JacobianAnalysisConfig, analyze_image, analyze_sigma, spectrum_statistics
     from gahb.analysis.sure import sure_check
     from gahb.training.checkpoint import load_denoiser
+    from gahb.utils.device import resolve_device
 
+    device = resolve_device(cfg.device)
     runs, labels, transition = find_runs(cfg)
     jcfg = JacobianAnalysisConfig(sigmas=list(cfg.sigmas), method=cfg.method, k=cfg.k, chunk=cfg.chunk,
                                   seed=cfg.seed)

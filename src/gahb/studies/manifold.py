@@ -207,15 +207,9 @@ def _spectrum_figure(items: list, curve: dict, fit: dict, d: int, cfg: Config, p
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
     """Train on disks; measure, draw, judge; write results.json and figures."""
-    cfg = config
-    started, out, watch = common.begin(cfg, out_dir)
-    numbers, first = measure(cfg, out, watch, progress)  # 1. measure (trains or reuses the network)
-    figures = draw(cfg, numbers, first, out)  # 2. figures
-    watch.lap("figures")
-    numbers["timing_s"] = watch.stages
-    numbers["compute_s"] = syn.compute_seconds([numbers["training"]["run_dir"]], watch.stages)
-    return common.finish(out, "manifold", preset, cfg, claims_of(cfg, numbers), numbers, figures, started,  # 3. claims
-                         device=cfg.device)
+    return common.run_phases("manifold", config, out_dir, preset, measure=measure, draw=draw, claims_of=claims_of,
+                             progress=progress, run_dirs=lambda numbers: [numbers["training"]["run_dir"]])
+
 
 
 def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]:

@@ -143,15 +143,10 @@ def _eigen_figure(bases: dict, shuffle, indices, path) -> None:
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
     """Train on the dataset and its shuffled copy; measure, draw, judge; write results.json and figures."""
-    cfg = config
-    started, out, watch = common.begin(cfg, out_dir)
-    numbers, drawn = measure(cfg, out, watch, progress)  # 1. measure (trains or reuses both networks)
-    figures = draw(cfg, numbers, drawn, out)  # 2. figures
-    watch.lap("figures")
-    numbers["timing_s"] = watch.stages
-    numbers["compute_s"] = syn.compute_seconds([t["run_dir"] for t in numbers["training"].values()], watch.stages)
-    return common.finish(out, "shuffled", preset, cfg, claims_of(cfg, numbers), numbers, figures, started,  # 3. claims
-                         device=cfg.device)
+    return common.run_phases("shuffled", config, out_dir, preset, measure=measure, draw=draw, claims_of=claims_of,
+                             progress=progress,
+                             run_dirs=lambda numbers: [t["run_dir"] for t in numbers["training"].values()])
+
 
 
 def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]:

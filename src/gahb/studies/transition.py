@@ -43,7 +43,7 @@ from typing import Any
 from gahb.studies._transition_claims import judge, median
 from gahb.studies._transition_measures import measure_n
 from gahb.studies._transition_figures import draw
-from gahb.studies.common import begin, config_to_dict, finish, train_or_reuse, training_seconds
+from gahb.studies.common import config_to_dict, run_phases, train_or_reuse, training_seconds
 from gahb.studies.common import runs_dir as study_runs_dir
 from gahb.training.recipe import Recipe
 from gahb.utils.config import before_values, runtime, same_result_config
@@ -188,22 +188,17 @@ def _measure_config(cfg: Config, n: int) -> dict:
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
     """Run the transition study into ``out_dir`` (see the module docstring); returns the results dict."""
-    cfg = config
-    cfg.validate()
-    started, out, watch = begin(cfg, out_dir)
-    numbers, per_n, grid = measure(cfg, out, watch, progress)  # 1. measure (trains or reuses every network)
-    figures = draw(cfg, numbers["ns"], per_n, grid, out)  # 2. figures
-    watch.lap("figures")
-    numbers["timing_s"] = watch.stages
-    claims = judge({"config": config_to_dict(cfg), "numbers": numbers})  # 3. claims, from the numbers alone
-    return finish(out, NAME, preset, cfg, claims, numbers, figures, started, device=cfg.device)
+    config.validate()
+    return run_phases(NAME, config, out_dir, preset, measure=measure, progress=progress,
+                      draw=lambda cfg, numbers, drawn, out: draw(cfg, numbers["ns"], drawn["per_n"], drawn["grid"], out),
+                      claims_of=lambda cfg, numbers: judge({"config": config_to_dict(cfg), "numbers": numbers}))
 
 
-def measure(cfg: Config, out: Path, watch, progress: bool = True) -> tuple[dict, dict, dict]:
+def measure(cfg: Config, out: Path, watch, progress: bool = True) -> tuple[dict, dict]:
     """Train (or reuse) both networks of every N and measure each N (cached in ``out/per_n``).
 
-    Returns the JSON-able numbers, every N's full numbers (with the per-sample values the histograms
-    draw) and the sample grid (samples, their status and nearest training images per N).
+    Returns the JSON-able numbers and, for the figures, every N's full numbers (``per_n``, with the
+    per-sample values the histograms draw) and the sample grid (samples, status, nearest training images).
     """
     import torch
 
@@ -278,7 +273,7 @@ def measure(cfg: Config, out: Path, watch, progress: bool = True) -> tuple[dict,
         "runs": runs,
         "compute_s": _compute_seconds(runs, per_n, ns),
     }
-    return numbers, per_n, grid
+    return numbers, {"per_n": per_n, "grid": grid}
 
 
 def _compute_seconds(runs: dict, per_n: dict, ns: list[int]) -> dict:

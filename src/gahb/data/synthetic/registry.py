@@ -206,7 +206,7 @@ def parse_synthetic_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
-@dataclass
+@dataclass(frozen=True)
 class SyntheticConfig:
     """A synthetic dataset, fully specified and JSON-able (dump it next to what it produced)."""
 
@@ -220,7 +220,7 @@ class SyntheticConfig:
         _check_name(self.name)
         _check_n(self.n)
         if not isinstance(self.size, int):
-            self.size = tuple(int(s) for s in self.size)
+            object.__setattr__(self, "size", tuple(int(s) for s in self.size))
         _hw(self.size)
         bad = sorted(set(self.params) - set(_allowed_kwargs(self.name)))
         if bad:
