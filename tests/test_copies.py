@@ -11,13 +11,13 @@ from gahb.analysis.uncertainty import (bootstrap_interval, difference_interval, 
 
 
 def _fashion_mnist(n: int):
-    from gahb.data.readers import fashion_mnist_files, read_fashion_mnist
+    from gahb.data.readers import fashion_mnist_files, read_fashion_mnist_raw
 
     try:
         fashion_mnist_files()
     except (FileNotFoundError, ValueError) as e:
         pytest.skip(f"Fashion-MNIST is not installed (Debian package dataset-fashion-mnist): {e}")
-    x = read_fashion_mnist()
+    x = read_fashion_mnist_raw(progress=False).to_tensor()
     return x[:n]
 
 

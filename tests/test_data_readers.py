@@ -17,12 +17,12 @@ from gahb.data.readers import (
     ImageReadError,
     array_layout,
     load_image,
-    read_array,
-    read_celeba,
-    read_fashion_mnist,
+    read_array_raw,
+    read_celeba_raw,
+    read_fashion_mnist_raw,
     read_idx,
-    read_image_folder,
-    read_lsun,
+    read_image_folder_raw,
+    read_lsun_raw,
     save_image,
 )
 
@@ -97,7 +97,7 @@ def test_idx_bad_magic_truncated_trailing(tmp_path):
 @pytest.mark.parametrize("gz", [True, False])
 def test_fashion_mnist_folder(tmp_path, gz):
     ref = write_fmnist(tmp_path / "fm", gz=gz)
-    x = read_fashion_mnist(tmp_path / "fm")
+    x = read_fashion_mnist_raw(tmp_path / "fm", progress=False).to_tensor()
     assert x.shape == (8, 1, 28, 28) and x.dtype == torch.float32
     # train first, then t10k; value = byte / 255
     np.testing.assert_allclose(x[:, 0].numpy(), ref / 255.0, rtol=0, atol=1e-7)
@@ -111,12 +111,12 @@ def test_fashion_mnist_resize(tmp_path):
 
 def test_fashion_mnist_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
-        read_fashion_mnist(tmp_path / "nowhere")
+        read_fashion_mnist_raw(tmp_path / "nowhere", progress=False).to_tensor()
     (tmp_path / "half").mkdir()
     write_fmnist(tmp_path / "half")
     (tmp_path / "half" / "t10k-images-idx3-ubyte.gz").unlink()
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
-        read_fashion_mnist(tmp_path / "half")
+        read_fashion_mnist_raw(tmp_path / "half", progress=False).to_tensor()
 
 
 def test_fashion_mnist_truncated_file(tmp_path):
@@ -124,7 +124,7 @@ def test_fashion_mnist_truncated_file(tmp_path):
     p = tmp_path / "fm" / "train-images-idx3-ubyte"
     p.write_bytes(p.read_bytes()[:-100])
     with pytest.raises(ValueError, match="truncated"):
-        read_fashion_mnist(tmp_path / "fm")
+        read_fashion_mnist_raw(tmp_path / "fm", progress=False).to_tensor()
 
 
 def test_fashion_mnist_real_files():
@@ -155,13 +155,13 @@ def test_image_folder_png_jpeg_sorted_gray(tmp_path):
     flat = np.full((12, 10, 3), 90, np.uint8)
     Image.fromarray(flat).save(d / "c.jpg", quality=95)
     (d / "notes.txt").write_text("not an image")
-    x = read_image_folder(d, progress=False)
+    x = read_image_folder_raw(d, progress=False).to_tensor()
     assert x.shape == (3, 1, 12, 10)
     # a.png comes first (sorted), gray = mean of RGB exactly
     np.testing.assert_allclose(x[0, 0].numpy(), rgb.astype(np.float64).mean(2) / 255.0, atol=1e-6)
     np.testing.assert_allclose(x[1, 0].numpy(), g / 255.0, atol=1e-6)
     assert abs(float(x[2].mean()) - 90 / 255) < 3 / 255  # JPEG of a flat image
-    x3 = read_image_folder(d, channels=3, progress=False)
+    x3 = read_image_folder_raw(d, channels=3, progress=False).to_tensor()
     assert x3.shape == (3, 3, 12, 10)
     np.testing.assert_allclose(x3[1].numpy(), np.repeat(g[None] / 255.0, 3, 0), atol=1e-6)
 
@@ -172,7 +172,7 @@ def test_image_folder_size_mismatch_names_file(tmp_path):
     _gray_png(d / "a.png", np.zeros((8, 8)))
     _gray_png(d / "b.png", np.zeros((8, 9)))
     with pytest.raises(ImageReadError, match="b.png"):
-        read_image_folder(d, progress=False)
+        read_image_folder_raw(d, progress=False).to_tensor()
 
 
 def test_image_folder_unreadable_names_file(tmp_path):
@@ -181,21 +181,21 @@ def test_image_folder_unreadable_names_file(tmp_path):
     _gray_png(d / "a.png", np.zeros((8, 8)))
     (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(ImageReadError, match="broken.png"):
-        read_image_folder(d, progress=False)
+        read_image_folder_raw(d, progress=False).to_tensor()
     full = tmp_path / "t.jpg"
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(full)
     (d / "broken.png").unlink()
     (d / "cut.jpg").write_bytes(full.read_bytes()[:200])
     with pytest.raises(ImageReadError, match="cut.jpg"):
-        read_image_folder(d, progress=False)
+        read_image_folder_raw(d, progress=False).to_tensor()
 
 
 def test_image_folder_empty_and_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no image files"):
-        read_image_folder(tmp_path / "empty")
+        read_image_folder_raw(tmp_path / "empty").to_tensor()
     with pytest.raises(FileNotFoundError):
-        read_image_folder(tmp_path / "missing")
+        read_image_folder_raw(tmp_path / "missing").to_tensor()
 
 
 def test_image_folder_16bit_refused(tmp_path):
@@ -203,7 +203,7 @@ def test_image_folder_16bit_refused(tmp_path):
     d.mkdir()
     Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(d / "deep.png")
     with pytest.raises(ImageReadError, match="deep.png.*16-bit"):
-        read_image_folder(d, progress=False)
+        read_image_folder_raw(d, progress=False).to_tensor()
 
 
 def test_image_folder_threads_match_serial(tmp_path):
@@ -267,11 +267,11 @@ def test_array_layouts_uint8(tmp_path, layout):
     x = rng.integers(0, 256, (6, 3, 8, 5), dtype=np.uint8)  # NCHW reference
     stored = {"nhw": x[:, 0], "nhwc": x.transpose(0, 2, 3, 1), "nchw": x}[layout]
     np.save(tmp_path / "a.npy", stored)
-    out = read_array(tmp_path / "a.npy", channels=None)
+    out = read_array_raw(tmp_path / "a.npy", channels=None, progress=False).to_tensor()
     ref = x[:, :1] if layout == "nhw" else x
     np.testing.assert_allclose(out.numpy(), ref / 255.0, atol=1e-7)
     if layout != "nhw":
-        gray = read_array(tmp_path / "a.npy", channels=1)
+        gray = read_array_raw(tmp_path / "a.npy", channels=1, progress=False).to_tensor()
         np.testing.assert_allclose(gray.numpy(), x.astype(np.float64).mean(1, keepdims=True) / 255.0, atol=1e-6)
 
 
@@ -291,39 +291,39 @@ def test_array_float_npz_and_errors(tmp_path):
     x = rng.random((4, 1, 6, 6)).astype(np.float64)
     x[0, 0, 0, 0] = 1.0 + 1e-5  # within tolerance: clipped
     np.savez(tmp_path / "one.npz", x)
-    out = read_array(tmp_path / "one.npz")
+    out = read_array_raw(tmp_path / "one.npz", progress=False).to_tensor()
     assert out.dtype == torch.float32 and float(out.max()) <= 1.0
     np.savez(tmp_path / "two.npz", images=x, labels=np.arange(4))
     with pytest.raises(ValueError, match="images"):
-        read_array(tmp_path / "two.npz")
-    assert read_array(tmp_path / "two.npz", key="images").shape == (4, 1, 6, 6)
+        read_array_raw(tmp_path / "two.npz", progress=False).to_tensor()
+    assert read_array_raw(tmp_path / "two.npz", key="images", progress=False).to_tensor().shape == (4, 1, 6, 6)
     with pytest.raises(ValueError, match="no array 'nope'"):
-        read_array(tmp_path / "two.npz", key="nope")
+        read_array_raw(tmp_path / "two.npz", key="nope", progress=False).to_tensor()
     bad = x.copy()
     bad[2, 0, 3, 3] = np.nan
     np.save(tmp_path / "nan.npy", bad)
     with pytest.raises(ValueError, match="NaN/inf.*first bad image: 2"):
-        read_array(tmp_path / "nan.npy")
+        read_array_raw(tmp_path / "nan.npy", progress=False).to_tensor()
     np.save(tmp_path / "big.npy", x * 255)
     with pytest.raises(ValueError, match="divide by 255"):
-        read_array(tmp_path / "big.npy")
+        read_array_raw(tmp_path / "big.npy", progress=False).to_tensor()
     np.save(tmp_path / "int.npy", np.zeros((2, 4, 4), np.int32))
     with pytest.raises(ValueError, match="unsupported dtype"):
-        read_array(tmp_path / "int.npy")
+        read_array_raw(tmp_path / "int.npy", progress=False).to_tensor()
     np.save(tmp_path / "gray.npy", np.zeros((2, 4, 4), np.uint8))
     with pytest.raises(ValueError, match="1 channel"):
-        read_array(tmp_path / "gray.npy", channels=3)
+        read_array_raw(tmp_path / "gray.npy", channels=3, progress=False).to_tensor()
     (tmp_path / "junk.npy").write_bytes(b"junk")
     with pytest.raises(ValueError, match="junk.npy"):
-        read_array(tmp_path / "junk.npy")
+        read_array_raw(tmp_path / "junk.npy", progress=False).to_tensor()
     with pytest.raises(FileNotFoundError):
-        read_array(tmp_path / "missing.npy")
+        read_array_raw(tmp_path / "missing.npy", progress=False).to_tensor()
 
 
 def test_array_resize_float(tmp_path):
     x = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (3, 1, 16, 1))
     np.save(tmp_path / "r.npy", x)
-    out = read_array(tmp_path / "r.npy", size=8)
+    out = read_array_raw(tmp_path / "r.npy", size=8, progress=False).to_tensor()
     assert out.shape == (3, 1, 8, 8)
     assert float(out.min()) >= 0 and float(out.max()) <= 1
     # a horizontal ramp stays a ramp: rows equal, monotone along width
@@ -350,13 +350,13 @@ def test_celeba_crop_region_exact_png(tmp_path):
     imgs = [_celeba_image(rng) for _ in range(3)]
     for i, im in enumerate(imgs):
         Image.fromarray(im).save(d / f"{i + 1:06d}.png")
-    full = read_celeba(d, size=160, progress=False)
+    full = read_celeba_raw(d, size=160, progress=False).to_tensor()
     assert full.shape == (3, 1, 160, 160)
     for i, im in enumerate(imgs):
         ref = im[29:-29, 9:-9].astype(np.float64).mean(2) / 255.0
         np.testing.assert_allclose(full[i, 0].numpy(), ref, atol=1e-6)
     # 80x80: bicubic of the RGB crop, then the channel mean (the paper's order)
-    small = read_celeba(d, size=80, progress=False)
+    small = read_celeba_raw(d, size=80, progress=False).to_tensor()
     assert small.shape == (3, 1, 80, 80)
     ref = np.asarray(Image.fromarray(imgs[0][29:-29, 9:-9]).resize((80, 80), Image.BICUBIC), np.float64)
     np.testing.assert_allclose(small[0, 0].numpy(), ref.mean(2) / 255.0, atol=1e-6)
@@ -369,7 +369,7 @@ def test_celeba_jpeg_folder(tmp_path):
     d.mkdir()
     for i in range(3):
         Image.fromarray(_celeba_image(rng)).save(d / f"{i + 1:06d}.jpg", quality=95)
-    x = read_celeba(d, size=40, progress=False)
+    x = read_celeba_raw(d, size=40, progress=False).to_tensor()
     assert x.shape == (3, 1, 40, 40) and x.dtype == torch.float32
     # border is 250 and the kept region <= 120: JPEG ringing aside, no border pixel may appear
     assert float(x.max()) < 170 / 255
@@ -383,7 +383,7 @@ def test_celeba_wrong_size_names_file(tmp_path):
     Image.fromarray(_celeba_image(np.random.default_rng(0))).save(d / "000001.png")
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(d / "000002.png")
     with pytest.raises(ImageReadError, match="000002.png.*178x218"):
-        read_celeba(d, progress=False)
+        read_celeba_raw(d, progress=False).to_tensor()
 
 
 def test_lsun_top_left_crop(tmp_path):
@@ -398,12 +398,12 @@ def test_lsun_top_left_crop(tmp_path):
         im[:256, :256] = np.kron(blocks, np.ones((8, 8, 1), np.uint8))
         refs.append(im[:256, :256])
         Image.fromarray(im).save(d / f"{i}.png")
-    x = read_lsun(tmp_path / "bedroom", size=256, progress=False)
+    x = read_lsun_raw(tmp_path / "bedroom", size=256, progress=False).to_tensor()
     assert x.shape == (3, 1, 256, 256)
     for i, ref in enumerate(refs):
         np.testing.assert_allclose(x[i, 0].numpy(), ref.astype(np.float64).mean(2) / 255, atol=1e-6)
-    small = read_lsun(tmp_path / "bedroom", progress=False)
+    small = read_lsun_raw(tmp_path / "bedroom", progress=False).to_tensor()
     assert small.shape == (3, 1, 80, 80) and float(small.max()) < 150 / 255
     Image.fromarray(np.zeros((200, 300, 3), np.uint8)).save(d / "3.png")
     with pytest.raises(ImageReadError, match="3.png.*smaller"):
-        read_lsun(tmp_path / "bedroom", progress=False)
+        read_lsun_raw(tmp_path / "bedroom", progress=False).to_tensor()

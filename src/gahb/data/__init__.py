@@ -30,12 +30,7 @@ from gahb.data.readers import (
     center_crop,
     load_array,
     load_image,
-    read_array,
-    read_celeba,
-    read_fashion_mnist,
     read_idx,
-    read_image_folder,
-    read_lsun,
     save_image,
 )
 from gahb.data.splits import PoolSplit, default_n_test, seeded_permutation, split_pool
@@ -44,6 +39,6 @@ __all__ = [
     "DatasetSpec", "DedupResult", "ImageReadError", "Pool", "PoolSplit", "RawImages", "Split",
     "cache_root", "center_crop", "dedup_features", "deduplicate", "deduplicate_dense", "default_dataset_dir",
     "default_n_test", "load_array", "load_image", "load_pool", "load_split", "open_prepared",
-    "parse_dataset_spec", "prepare_dataset", "read_array", "read_celeba", "read_fashion_mnist",
-    "read_idx", "read_image_folder", "read_lsun", "save_image", "seeded_permutation", "split_pool",
+    "parse_dataset_spec", "prepare_dataset", "read_fashion_mnist",
+    "read_idx", "save_image", "seeded_permutation", "split_pool",
 ]

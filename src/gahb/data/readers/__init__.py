@@ -13,13 +13,12 @@ files and folders, CelebA, LSUN; ``load_image``/``save_image``) and :mod:`.array
 (``.npy``/``.npz`` stacks).
 """
 
-from .arrays import FLOAT_TOLERANCE, array_layout, load_array, read_array, read_array_raw
+from .arrays import FLOAT_TOLERANCE, array_layout, load_array, read_array_raw
 from .idx import (
     FASHION_MNIST_DIR,
     FASHION_MNIST_INSTALL_HINT,
     FASHION_MNIST_PARTS,
     fashion_mnist_files,
-    read_fashion_mnist,
     read_fashion_mnist_raw,
     read_idx,
 )
@@ -32,20 +31,17 @@ from .images import (
     center_crop,
     list_images,
     load_image,
-    read_celeba,
     read_celeba_raw,
-    read_image_folder,
     read_image_folder_raw,
-    read_lsun,
     read_lsun_raw,
     save_image,
 )
-from .stored import ArrayFactory, RawImages, iter_chunks, to_float
+from .stored import ArrayFactory, RawImages, to_float
 
 __all__ = [
     "CELEBA_CROP", "CELEBA_SHAPE", "FASHION_MNIST_DIR", "FASHION_MNIST_INSTALL_HINT", "FASHION_MNIST_PARTS",
     "FLOAT_TOLERANCE", "IMAGE_EXTENSIONS", "LSUN_CROP", "ArrayFactory", "ImageReadError", "RawImages",
-    "array_layout", "center_crop", "fashion_mnist_files", "iter_chunks", "list_images", "load_array", "load_image",
-    "read_array", "read_array_raw", "read_celeba", "read_celeba_raw", "read_fashion_mnist", "read_fashion_mnist_raw",
-    "read_idx", "read_image_folder", "read_image_folder_raw", "read_lsun", "read_lsun_raw", "save_image", "to_float",
+    "array_layout", "center_crop", "fashion_mnist_files", "list_images", "load_array", "load_image",
+    "read_array_raw", "read_celeba_raw", "read_fashion_mnist_raw",
+    "read_idx", "read_image_folder_raw", "read_lsun_raw", "save_image", "to_float",
 ]

@@ -7,7 +7,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from .stored import ArrayFactory, RawImages, _check_channels, _numpy_factory, _resize_stack
@@ -153,9 +152,3 @@ def read_array_raw(path: str | os.PathLike, key: str | None = None, channels: in
                         progress=progress)
     raw.names = [f"{path.name}[{i}]" for i in range(len(raw))]
     return raw
-
-
-def read_array(path: str | os.PathLike, key: str | None = None, channels: int | None = 1,
-               size: int | None = None, *, layout: str | None = None) -> torch.Tensor:
-    """Image stack from ``.npy``/``.npz`` as float32 (N, C, H, W) in [0, 1] (see :func:`read_array_raw`)."""
-    return read_array_raw(path, key, channels, size, layout=layout, progress=False).to_tensor()

@@ -9,7 +9,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .stored import RawImages, _resize_stack
 
@@ -104,8 +103,3 @@ def read_fashion_mnist_raw(folder: str | os.PathLike | None = None, size: int | 
         data = _resize_stack(data, size, progress=progress, desc="resize")
         meta["resize"] = "PIL bicubic"
     return RawImages(data, 255.0, names, meta)
-
-
-def read_fashion_mnist(folder: str | os.PathLike | None = None, size: int | None = None) -> torch.Tensor:
-    """Fashion-MNIST pool (70,000 x 1 x 28 x 28 for the standard files), float32 in [0, 1]."""
-    return read_fashion_mnist_raw(folder, size, progress=False).to_tensor()

@@ -100,7 +100,7 @@ def load_image(path: str | os.PathLike, channels: int = 1) -> torch.Tensor:
     """One image file (PNG/JPEG/... or a single-image ``.npy``) as float32 (C, H, W) in [0, 1].
 
     ``channels=1`` converts colour to gray by the RGB mean; ``channels=3`` replicates a gray
-    image. A ``.npy`` holding (H, W), (C, H, W) or (H, W, C) follows :func:`read_array` rules:
+    image. A ``.npy`` holding (H, W), (C, H, W) or (H, W, C) follows :func:`read_array_raw` rules:
     3 -> 1 channels is averaged, 1 -> 3 is refused.
     """
     channels = _check_channels(channels)
@@ -232,11 +232,6 @@ def read_image_folder_raw(folder: str | os.PathLike, channels: int = 1, size: in
     return RawImages(data, _stored_scale(channels), names, meta)
 
 
-def read_image_folder(folder: str | os.PathLike, channels: int = 1, size: int | None = None, *,
-                      recursive: bool = True, progress: bool = True) -> torch.Tensor:
-    """Folder of PNG/JPEG/... images as float32 (N, C, H, W) in [0, 1], sorted file order."""
-    return read_image_folder_raw(folder, channels, size, recursive=recursive, progress=progress).to_tensor()
-
 
 def _celeba_crop(im: Image.Image, path: Path) -> Image.Image:
     h, w = CELEBA_SHAPE
@@ -265,11 +260,6 @@ def read_celeba_raw(folder: str | os.PathLike, size: int = 80, channels: int = 1
     return RawImages(data, _stored_scale(channels), [p.name for p in paths], meta)
 
 
-def read_celeba(folder: str | os.PathLike, size: int = 80, channels: int = 1,
-                progress: bool = True) -> torch.Tensor:
-    """CelebA preprocessed as in the paper, float32 (N, C, size, size) in [0, 1]."""
-    return read_celeba_raw(folder, size, channels, progress=progress).to_tensor()
-
 
 def _lsun_crop(crop: int) -> Callable[[Image.Image, Path], Image.Image]:
     def do(im: Image.Image, path: Path) -> Image.Image:
@@ -294,9 +284,3 @@ def read_lsun_raw(folder: str | os.PathLike, size: int = 80, channels: int = 1, 
     meta = {"crop": f"top-left {crop}x{crop}", "resize": "PIL bicubic",
             "gray": "RGB mean" if channels == 1 else None}
     return RawImages(data, _stored_scale(channels), [p.relative_to(root).as_posix() for p in paths], meta)
-
-
-def read_lsun(folder: str | os.PathLike, size: int = 80, channels: int = 1, crop: int = LSUN_CROP,
-              progress: bool = True) -> torch.Tensor:
-    """LSUN folder preprocessed as in the paper, float32 (N, C, size, size) in [0, 1]."""
-    return read_lsun_raw(folder, size, channels, crop=crop, progress=progress).to_tensor()

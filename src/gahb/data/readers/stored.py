@@ -22,7 +22,7 @@ Grayscale conversion is the plain RGB mean everywhere (as the paper does), not I
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -100,8 +100,3 @@ def _resize_stack(block: np.ndarray, size: int, *, progress: bool = False, desc:
     if not is_u8:
         np.clip(out, 0.0, 1.0, out=out)
     return out
-
-
-def iter_chunks(n: int, chunk: int) -> Iterable[tuple[int, int]]:
-    for lo in range(0, n, chunk):
-        yield lo, min(lo + chunk, n)
