@@ -11,7 +11,9 @@ import argparse
 import importlib
 import sys
 
-from gahb.cli.common import float_list  # noqa: F401 (gahb.cli.float_list, as before)
+from gahb.cli.common import float_list
+
+__all__ = ["COMMAND_MODULES", "GahbError", "build_parser", "float_list", "main"]
 
 # Order here is the order in ``gahb --help``.
 COMMAND_MODULES = ["data", "train", "importer", "denoise", "evaluate", "sample", "restore", "jacobian", "study",

@@ -27,8 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gahb.utils.config import apply_overrides  # noqa: F401 (the study --set parser, gahb.studies.common.apply_overrides)
+from gahb.utils.config import apply_overrides
 from gahb.utils.io import atomic_write_json, read_json
+
+__all__ = ["RESULT_KEYS", "apply_overrides", "begin", "claim", "claim_status", "compute_seconds", "config_from_dict",
+           "config_to_dict", "finish", "label_variant", "load_results", "recipe_variant", "rejudge", "run_phases",
+           "runs_dir", "train_or_reuse", "training_seconds", "unsupported_claims"]
 
 RESULT_KEYS = ("study", "preset", "config", "claims", "numbers", "figures", "wall_time_s",
                "environment", "command")

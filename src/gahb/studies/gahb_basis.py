@@ -299,3 +299,6 @@ def draw(cfg: Config, numbers: dict, analyses: list, out) -> list[dict]:
         "Left: effective dimensionality tr J against \u03c3 for both networks (eq. 7). Right: SURE (eq. 7) "
         "against the true MSE of the denoised image.")))
     return figs
+
+
+__all__ = ["Config", "PRESETS", "claims_of", "draw", "find_runs", "held_out_image", "judge", "measure", "run"]

@@ -307,3 +307,5 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     return finish(out, NAME, preset, cfg, claims_of(cfg, numbers), numbers, figs, started,  # 3. claims
                   device=cfg.device)
 
+
+__all__ = ["Config", "PRESETS", "claims_of", "judge", "run"]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from gahb.studies import common
-from gahb.studies.judging import COMMITTED, committed_results, mark_variant_passes, with_standard_verdicts  # noqa: F401
+from gahb.studies.judging import mark_variant_passes, with_standard_verdicts
 
 
 @dataclass(frozen=True)

@@ -298,3 +298,6 @@ def _trim(per_n: dict) -> dict:
             sub["copies"] = {k: v for k, v in sub["copies"].items() if k not in ("ratio", "held_out_ratio")}
         sub["curves"] = {k: {f: x for f, x in c.items() if f != "image_mean_psnr"} for k, c in sub["curves"].items()}
     return d
+
+
+__all__ = ["Config", "PRESETS", "draw", "judge", "measure", "run"]
