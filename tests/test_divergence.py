@@ -90,7 +90,7 @@ def test_the_failures_row_fails_when_one_network_loses_more_than_5_percent():
 
 
 def test_fig2_measures_leave_failed_samples_out():
-    from gahb.studies.transition import _fig2_summary
+    from gahb.studies._transition_measures import _fig2_summary
 
     g = torch.Generator().manual_seed(2)
     s1, s2 = torch.rand((4, 1, 6, 6), generator=g), torch.rand((4, 1, 6, 6), generator=g)
