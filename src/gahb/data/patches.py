@@ -36,8 +36,38 @@ shrink the train - test PSNR gap. On BSD400 at 40x40 it removes 102 of 6,400 pat
 low-contrast, two thirds matched to another photograph). Near-*constant* patches are not removed:
 their mean-removed correlation is noise (the paper's rule never flags them either); they are about
 5% of BSD400's patches (pixel std < 0.02) and are left in, so that the patch distribution stays
-that of the photographs. The calibrated copy test does not count copies of them (several such
-patches are as near as the nearest), and the per-image paired PSNR gap weighs them like any other.
+that of the photographs.
+
+What this means for the transition's measures on BSD400 at 40x40 (split seed 0, measured on the
+prepared pool, no network involved): the uncentred cosine is dominated by the patch mean, so the
+paper-style "cosine to the nearest training image > 0.95" calls 57% (N = 10) to 67% (N = 2,826)
+of the *held-out* patches copies and says nothing here; the calibrated copy test (d1/d2 < 1/3,
+:mod:`gahb.analysis.copies`) counts 2% (N = 10) and 0% (N >= 100) of held-out patches as copies,
+and 100% of noisy training copies (sigma 0.02) at N = 10. At N = 2,826 it still finds every noisy
+copy of a patch with pixel std >= 0.1, but none of those with std < 0.05 (17% of patches), whose
+texture the sigma = 0.02 noise matches: the calibration's "noisy copies" fraction is 0.77 there,
+an effect of flat patches, not of the samples.
+
+The BSD400 run (Fig 15's 40x40 resolution, within 2 hours on 2 CPU cores)::
+
+    gahb study transition --preset standard --threads 2 \
+        --dataset patches:../shared/published/images/Train400 \
+        --set 'ns=[1,10,100,1000,"max"]' --set steps=600 --set images_per_epoch=9600 \
+        --set 'other_samplers=["deterministic"]' \
+        --set runs_dir=runs/transition-bsd400 --out docs/results/transition-bsd400
+
+``../shared/published/images/Train400`` holds the 400 BSD400 training photographs (180x180 gray
+PNGs) of the bias-free denoising repository (Mohan et al., ICLR 2020). The pool: 6,400 patches,
+6,298 after deduplication; 629 test patches from 40 photographs, two halves of 180 photographs
+each, "max" = 2,826 patches per half. Ten unet-small networks of 600 steps of 64 patches (4
+epochs of 9,600, the learning rate halved after each; at least 4 passes over N for every N),
+then 256 paired samples per network with the paper's sampler and the deterministic one. Estimate:
+unet-small trains on 40x40 patches at about 0.55 times its 28x28 speed (timed side by side), i.e.
+100-145 patches/s on 2 idle cores (from the Fashion-MNIST standard run's 266 images/s, and from
+unet-40's 24 images/s at 40x40, a quarter of unet-small's speed), so training takes 45-65 minutes;
+measuring one N took 250-275 s at 28x28 with three samplers, about 400-450 s at 40x40 with two,
+30-40 minutes for five; 75-105 minutes in all. ``stride=20`` instead (overlapping patches, 25,600
+cut, 24,947 kept, max N = 11,931) reaches larger N at the same training cost per network.
 """
 
 from __future__ import annotations
