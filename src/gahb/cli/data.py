@@ -14,6 +14,8 @@ dataset specs:
   npy:FILE.npy | npy:FILE.npz#KEY (N,H,W), (N,H,W,C) or (N,C,H,W); uint8 or float in [0,1]
   celeba:DIR/img_align_celeba     paper preprocessing: crop rows 29:-29, cols 9:-9, bicubic to --size (80)
   lsun:DIR                        paper preprocessing: top-left 256x256 crop, bicubic to --size (80)
+  patches:DIR[:size=40,stride=40] square patches on a grid centred in each photograph (default 40x40,
+                                  non-overlapping); S1, S2 and the test set share no photograph
   DIR                             an already prepared dataset directory (has manifest.json)
 
 Prepared datasets go to $GAHB_CACHE/datasets/<name> (default ~/.cache/gahb/datasets/<name>)
@@ -93,6 +95,9 @@ def _print_summary(s: dict, pool, seconds: float | None = None) -> None:
     print(f"images    {s['images']} kept of {s['source_images']} read; {dedup}")
     print(f"shape     {' x '.join(map(str, s['shape']))} (N, C, H, W), {s['dtype']} (pixel = stored / {s['scale']:g})")
     print(f"max N     {s['max_n']} per training half (S1, S2), with {s['n_test']} test images held out")
+    if pool.groups is not None:
+        print(f"grouped   by {pool.manifest['groups']['by']}: {pool.manifest['groups']['n_groups']} of them; "
+              "S1, S2 and the test set share none")
     print(f"sha256    {s['sha256']}")
     print(f"written   {s['path']}")
     if seconds is not None:
@@ -102,7 +107,7 @@ def _print_summary(s: dict, pool, seconds: float | None = None) -> None:
 def _prepare(args) -> int:
     import time
 
-    from gahb.data import prepare_dataset, split_pool
+    from gahb.data import prepare_dataset
 
     t0 = time.perf_counter()
     pool = prepare_dataset(args.dataset, args.out, size=args.size, channels=args.channels,
@@ -110,7 +115,7 @@ def _prepare(args) -> int:
                            force=args.force, workers=args.workers, progress=not args.no_progress,
                            device=args.device)
     seconds = time.perf_counter() - t0
-    s = _summary(pool, split_pool(len(pool)))
+    s = _summary(pool, pool.split())
     if args.json:
         print(json.dumps({"summary": s, "manifest": pool.manifest}, indent=2))
     else:
@@ -119,11 +124,11 @@ def _prepare(args) -> int:
 
 
 def _info(args) -> int:
-    from gahb.data import load_pool, split_pool
+    from gahb.data import load_pool
 
     pool = load_pool(args.dataset, size=args.size, cache_dir=args.cache_dir, dedup=not args.no_dedup,
                      channels=args.channels, threshold=args.threshold, prepare=False, verify=args.verify)
-    s = _summary(pool, split_pool(len(pool), n_test=args.n_test))
+    s = _summary(pool, pool.split(n_test=args.n_test))
     if args.json:
         print(json.dumps({"summary": s, "manifest": pool.manifest}, indent=2))
     else:

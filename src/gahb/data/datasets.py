@@ -27,7 +27,7 @@ from gahb.data.prepared import (
     prepare_dataset,
 )
 from gahb.data.specs import DEFAULT_SIZES, DEFAULT_THRESHOLDS, KINDS, DatasetSpec, default_threshold, parse_dataset_spec
-from gahb.data.splits import SPLIT_METHOD, check_subset, split_pool
+from gahb.data.splits import check_subset
 
 __all__ = [
     "DEFAULT_SIZES", "DEFAULT_THRESHOLDS", "FORMAT_VERSION", "KINDS", "MEMMAP_BYTES", "SYNTHETIC_N_TEST",
@@ -73,6 +73,8 @@ class Split:
 
     ``train``/``test`` are float32 (n, C, H, W) in [0, 1]; the index arrays are int64 pool rows;
     ``info`` is JSON-able and identifies the split exactly (dataset, pool hash, n, subset, seed).
+    For a pool of patches (:mod:`gahb.data.patches`) ``train_groups``/``test_groups`` give each
+    row's source photograph (an index into the manifest's ``source.photographs``), else None.
     """
 
     train: torch.Tensor
@@ -80,6 +82,8 @@ class Split:
     train_indices: np.ndarray
     test_indices: np.ndarray
     info: dict = field(default_factory=dict)
+    train_groups: np.ndarray | None = None
+    test_groups: np.ndarray | None = None
 
 
 def load_split(dataset: str = "fashion-mnist", n: int = 1000, subset: str = "s1", seed: int = 0,
@@ -90,6 +94,8 @@ def load_split(dataset: str = "fashion-mnist", n: int = 1000, subset: str = "s1"
 
     S1 and S2 are disjoint halves of one seeded permutation of the deduplicated pool, nested in
     n; the test set (default min(1000, P // 10) images) depends on ``seed`` and ``n_test`` only.
+    For a pool of patches the three sets are disjoint by source photograph as well
+    (:func:`gahb.data.splits.split_groups`), and ``info`` says so (``group_by``).
     n above the half size raises ValueError naming the maximum N. Pass ``pool`` to reuse an
     already opened pool. A ``synthetic:...`` spec is generated instead (:func:`synthetic_split`).
     """
@@ -100,7 +106,7 @@ def load_split(dataset: str = "fashion-mnist", n: int = 1000, subset: str = "s1"
     if pool is None:
         pool = load_pool(dataset, size=size, cache_dir=cache_dir, dedup=dedup, channels=channels,
                          threshold=threshold, progress=progress)
-    split = split_pool(len(pool), seed, n_test)
+    split = pool.split(seed, n_test)
     train_idx = split.subset(subset, n)
     info = {
         "dataset": str(dataset),
@@ -113,10 +119,18 @@ def load_split(dataset: str = "fashion-mnist", n: int = 1000, subset: str = "s1"
         "seed": int(seed),
         "n_test": split.n_test,
         "max_n": split.max_n,
-        "split_method": SPLIT_METHOD,
+        "split_method": split.method,
     }
+    groups = pool.groups
+    if groups is not None:
+        info["group_by"] = pool.manifest["groups"]["by"]
+        info["groups"] = {"train": int(len(np.unique(groups[train_idx]))), "test": int(len(np.unique(groups[split.test]))),
+                          "half1": int(len(np.unique(groups[split.half1]))),
+                          "half2": int(len(np.unique(groups[split.half2])))}
     return Split(train=pool.get(train_idx), test=pool.get(split.test), train_indices=train_idx,
-                 test_indices=split.test.copy(), info=info)
+                 test_indices=split.test.copy(), info=info,
+                 train_groups=None if groups is None else groups[train_idx].copy(),
+                 test_groups=None if groups is None else groups[split.test].copy())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ Preparing a dataset reads it once, converts it to grayscale (by default), dedupl
   ``manifest["array"]["scale"]``;
 * ``source_index.npy`` -- for each pool row, its index in the source order before dedup;
 * ``duplicates.json`` -- each removed image with its most similar earlier image;
+* ``groups.npy`` -- patches of photographs only (:mod:`gahb.data.patches`): for each pool row, the
+  index of its source photograph in ``manifest["source"]["photographs"]``, by which
+  :meth:`Pool.split` keeps every photograph within one of S1, S2 and the test set;
 * ``manifest.json`` -- source, preprocessing, dedup counts, sha256 of the array's C-order data
   bytes (not of the .npy header), gahb version, and the ``request`` that must match for reuse.
 
@@ -38,10 +41,11 @@ import torch
 from gahb import __version__
 from gahb.data import readers
 from gahb.data.dedup import DEDUP_POOL, deduplicate
+from gahb.data.patches import PatchGeometry, PatchImages, patch_geometry, read_patches_raw
 from gahb.data.readers import RawImages
 from gahb.data.readers.stored import _check_channels
 from gahb.data.specs import DEFAULT_SIZES, DatasetSpec, _source_path, default_threshold, parse_dataset_spec
-from gahb.data.splits import split_pool
+from gahb.data.splits import split_groups, split_pool
 from gahb.utils.io import _atomic, atomic_write_json
 
 FORMAT_VERSION = 1
@@ -55,6 +59,11 @@ def _request(spec: DatasetSpec, size: int | None, channels: int, dedup: bool, th
         threshold = default_threshold(spec)
     if size is not None and (isinstance(size, bool) or int(size) != size or size < 1):
         raise ValueError(f"size must be a positive integer, got {size!r}")
+    if spec.kind == "patches":  # the patch side is the spec's; a size given beside it must agree
+        geometry = patch_geometry(spec.options, size)
+        return {"format_version": FORMAT_VERSION, "kind": spec.kind, "path": str(spec.path), "key": None,
+                "size": geometry.size, "patch": geometry.to_dict(), "channels": int(channels), "dedup": bool(dedup),
+                "threshold": float(threshold) if dedup else None, "dedup_pool": DEDUP_POOL if dedup else None}
     return {"format_version": FORMAT_VERSION, "kind": spec.kind, "path": str(_source_path(spec)),
             "key": spec.key, "size": DEFAULT_SIZES.get(spec.kind) if size is None else int(size),
             "channels": int(channels), "dedup": bool(dedup),
@@ -99,6 +108,7 @@ class Pool:
     scale: float
     manifest: dict
     path: Path
+    groups: np.ndarray | None = None  # the source photograph of each row (patch pools), else None
 
     def __len__(self) -> int:
         return int(self.raw.shape[0])
@@ -124,6 +134,9 @@ class Pool:
         return readers.to_float(self.raw, self.scale)
 
     def split(self, seed: int = 0, n_test: int | None = None):
+        """S1, S2 and the test set (:mod:`gahb.data.splits`); disjoint by photograph for patch pools."""
+        if self.groups is not None:
+            return split_groups(self.groups, seed, n_test)
         return split_pool(len(self), seed, n_test)
 
 
@@ -168,7 +181,21 @@ def open_prepared(path: str | os.PathLike, verify: str = "auto") -> Pool:
         if digest != info["sha256"]:
             raise ValueError(f"{apath} is corrupt: sha256 {digest[:16]}... differs from the manifest's "
                              f"{info['sha256'][:16]}...; prepare the dataset again (--force)")
-    return Pool(raw=raw, scale=float(info["scale"]), manifest=manifest, path=path)
+    return Pool(raw=raw, scale=float(info["scale"]), manifest=manifest, path=path,
+                groups=_open_groups(path, manifest) if "groups" in manifest else None)
+
+
+def _open_groups(path: Path, manifest: dict) -> np.ndarray:
+    """The ``groups.npy`` of a patch pool, checked against the manifest (always: it is small)."""
+    info, gpath = manifest["groups"], path / manifest["groups"]["file"]
+    try:
+        groups = np.load(gpath, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{gpath} is missing or unreadable ({exc}); prepare the dataset again (--force)") from None
+    if groups.shape != (manifest["n_images"],) or _hash_array(groups) != info["sha256"]:
+        raise ValueError(f"{gpath} does not match the manifest (shape {groups.shape}, or its sha256); prepare "
+                         "the dataset again (--force)")
+    return groups
 
 
 def _read_source(spec: DatasetSpec, request: dict, factory, progress: bool, workers: int) -> RawImages:
@@ -188,6 +215,9 @@ def _read_source(spec: DatasetSpec, request: dict, factory, progress: bool, work
     if spec.kind == "lsun":
         return readers.read_lsun_raw(spec.path, size, channels, factory=factory, progress=progress,
                                      workers=workers)
+    if spec.kind == "patches":
+        geometry = PatchGeometry(size=request["patch"]["size"], stride=request["patch"]["stride"])
+        return read_patches_raw(spec.path, geometry, channels, factory=factory, progress=progress)
     raise ValueError(f"cannot read a source of kind {spec.kind!r}")
 
 
@@ -312,6 +342,13 @@ def _build(spec: DatasetSpec, request: dict, out: Path, *, threshold: float, ded
         digest = _write_array(out / "images.npy", raw.data, kept, dtype, divisor)
         _atomic(out / "source_index.npy", lambda tmp: _save_npy(tmp, kept))
         names = raw.names
+        source_extra, groups_info = {}, {}
+        if isinstance(raw, PatchImages):  # each kept patch's photograph, for the grouped split
+            groups = np.ascontiguousarray(raw.groups[kept])
+            _atomic(out / "groups.npy", lambda tmp: _save_npy(tmp, groups))
+            source_extra = {"n_photographs": len(raw.photographs), "photographs": raw.photographs}
+            groups_info = {"groups": {"file": "groups.npy", "by": "photograph", "n_groups": int(len(np.unique(groups))),
+                                      "sha256": _hash_array(groups)}}
         atomic_write_json(out / "duplicates.json", [
             {"removed": j, "duplicate_of": i, "abs_corr": round(c, 6),
              **({"removed_name": names[j], "duplicate_of_name": names[i]} if names else {})}
@@ -327,9 +364,10 @@ def _build(spec: DatasetSpec, request: dict, out: Path, *, threshold: float, ded
         "name": out.name,
         "spec": spec.text,
         "source": {"kind": spec.kind, "path": str(_source_path(spec)), "key": spec.key,
-                   "n_images": n_before},
+                   "n_images": n_before, **source_extra},
         "preprocessing": {"size": request["size"], "channels": request["channels"], **raw.meta},
         "dedup": {"enabled": bool(dedup), **dedup_info},
+        **groups_info,
         "n_images": int(len(kept)),
         "array": {"file": "images.npy", "shape": [int(len(kept))] + image_shape,
                   "dtype": str(np.dtype(dtype)), "scale": scale, "layout": "NCHW",

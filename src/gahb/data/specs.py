@@ -11,6 +11,9 @@ A *dataset spec* names a source:
 ``npy:/path/file.npz#key``          one array of an ``.npz`` (``#key`` optional if it holds one)
 ``celeba:/path/img_align_celeba``   CelebA with the paper's crop/resize (default 80x80)
 ``lsun:/path``                      LSUN images, top-left 256 crop, resize (default 80x80)
+``patches:/path[:size=40,stride=40]``  square patches cut on a grid from a folder of photographs,
+                                    grouped by photograph (:mod:`gahb.data.patches`; default
+                                    40x40, non-overlapping)
 ``/path/to/prepared/dir``           a directory written by :func:`~gahb.data.prepared.prepare_dataset`
 ``synthetic:calpha:alpha=2,size=32``  generated on the fly (:mod:`gahb.data.synthetic`; also
                                     ``synthetic:disks?size=32&min_radius=3``); no cache, no
@@ -27,8 +30,9 @@ from pathlib import Path
 
 from gahb.data.dedup import DEDUP_THRESHOLD
 from gahb.data import readers
+from gahb.data.patches import parse_patches
 
-KINDS = ("fashion-mnist", "folder", "npy", "celeba", "lsun", "prepared")
+KINDS = ("fashion-mnist", "folder", "npy", "celeba", "lsun", "patches", "prepared")
 DEFAULT_SIZES = {"celeba": 80, "lsun": 80}  # the paper's resolution; other sources keep theirs
 # The paper's 0.95 threshold (after 20x20 pooling) suits faces. On Fashion-MNIST it would remove
 # most images, different garments of similar silhouette, so there the default removes near-copies only.
@@ -43,10 +47,12 @@ class DatasetSpec:
     path: Path | None = None
     key: str | None = None
     text: str = ""
+    options: dict | None = None  # kind "patches": the key=value options given (gahb.data.patches)
 
     def describe(self) -> str:
         where = f":{self.path}" if self.path is not None else ""
-        return f"{self.kind}{where}" + (f"#{self.key}" if self.key else "")
+        options = ":" + ",".join(f"{k}={v}" for k, v in self.options.items()) if self.options else ""
+        return f"{self.kind}{where}" + (f"#{self.key}" if self.key else "") + options
 
 
 def parse_dataset_spec(spec: str | os.PathLike) -> DatasetSpec:
@@ -61,6 +67,9 @@ def parse_dataset_spec(spec: str | os.PathLike) -> DatasetSpec:
     if sep and kind in KINDS:
         if not rest:
             raise ValueError(f"dataset spec {text!r} has no path after '{kind}:'")
+        if kind == "patches":
+            folder, options = parse_patches(rest)
+            return DatasetSpec(kind, folder, None, text, options)
         path, key = rest, None
         if kind == "npy" and "#" in rest:
             path, key = rest.rsplit("#", 1)
@@ -79,7 +88,8 @@ def parse_dataset_spec(spec: str | os.PathLike) -> DatasetSpec:
     hint = (f"{text!r} is a folder without manifest.json; use 'folder:{text}', 'celeba:{text}' or "
             f"'lsun:{text}' to prepare it" if path.is_dir() else f"unknown dataset spec {text!r}")
     raise ValueError(f"{hint}. Accepted: fashion-mnist, fashion-mnist:DIR, folder:DIR, npy:FILE.npy, "
-                     "npy:FILE.npz#KEY, celeba:DIR, lsun:DIR, or a prepared dataset directory")
+                     "npy:FILE.npz#KEY, celeba:DIR, lsun:DIR, patches:DIR[:size=40,stride=40], or a prepared "
+                     "dataset directory")
 
 
 def _source_path(spec: DatasetSpec) -> Path:
