@@ -41,6 +41,9 @@ def test_transition_test_preset_end_to_end(tiny_pool, tmp_path):
         assert (out / fig["path"]).stat().st_size > 1000
     names = [c["name"] for c in res["claims"]]
     assert any("copies" in n for n in names) and any("gap" in n for n in names)
+    # an npy pool has no class labels: the sample quality says so instead of a number
+    assert "no class labels" in res["numbers"]["quality"]["unavailable"]
+    assert "sample quality: not measured" in names
     per_n = res["numbers"]["per_n"][str(ns[0])]
     curve = per_n["subsets"]["s1"]["curves"]["train"]
     assert len(curve["output_psnr"]) == len(cfg.input_psnrs)
@@ -103,3 +106,45 @@ def test_the_claims_are_a_function_of_results_json_alone(tmp_path):
     res = run(get_config("transition", "test"), tmp_path, progress=False, preset="test")
     stored = json.loads((tmp_path / "results.json").read_text())
     assert judge(stored) == res["claims"]
+    _check_quality(res, tmp_path, run)
+
+
+def _check_quality(res, out, run):
+    """The test preset measures the sample quality (tiny classifier) of every N; a per-N cache written
+    before the quality existed keeps its numbers and only the quality is computed, identically."""
+    import copy
+
+    from gahb.studies import get_config
+    from gahb.studies._transition_claims import judge
+
+    q = res["numbers"]["quality"]
+    ns = res["numbers"]["ns"]
+    assert sorted(q["per_n"], key=int) == [str(n) for n in ns] and q["set_size"] == 8
+    assert q["classifier"]["features"] <= 64 and set(q["references"]) >= {"floor", "blur_light", "blur_heavy", "noise"}
+    for n in ns:
+        for s in ("s1", "s2"):
+            v = q["per_n"][str(n)][s]
+            assert v["n"] == v["samples"] - v["failed"] and v["frechet"]["lo"] <= v["frechet"]["estimate"] <= v["frechet"]["hi"]
+    names = [c["name"] for c in res["claims"]]
+    assert any(n.startswith(f"N = {ns[-1]}: the samples score like new real images") for n in names)
+    assert any(n.startswith("sample quality: the Frechet distance ranks") for n in names)
+    off = copy.deepcopy(json.loads((out / "results.json").read_text()))
+    off["numbers"]["quality"] = None  # results without the quality: no quality rows
+    assert not any("quality" in c["name"] or "Frechet" in c["name"] for c in judge(off))
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "per_n").glob("N*.json") if "quality" not in p.name}
+    for p in (out / "per_n").glob("N*_quality.json"):
+        p.unlink()
+    again = run(get_config("transition", "test"), out, progress=False, preset="test")
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "per_n").glob("N*.json") if "quality" not in p.name} == stamps
+    per_net = {n: {s: v[s] for s in ("s1", "s2")} for n, v in q["per_n"].items()}
+    assert {n: {s: v[s] for s in ("s1", "s2")} for n, v in again["numbers"]["quality"]["per_n"].items()} == per_net
+
+
+def test_quality_setting_is_checked_and_kept_out_of_the_measurement_key():
+    from gahb.studies.transition import LEGACY_VALUES, Config, _measure_config
+
+    with pytest.raises(ValueError, match="quality must be"):
+        Config(quality="huge").validate()
+    assert _measure_config(Config(quality="off"), 10) == _measure_config(Config(), 10)
+    assert LEGACY_VALUES["quality"] == "off"  # results from before the quality are reused only without it

@@ -27,11 +27,13 @@ def judge(results: dict) -> list[dict]:
     cfg = config_from_dict(Config, results["config"])
     numbers = results["numbers"]
     per_n = {int(k): v for k, v in numbers["per_n"].items()}
-    return label_variant(transition_claims(cfg, [int(n) for n in numbers["ns"]], per_n), results["config"])
+    return label_variant(transition_claims(cfg, [int(n) for n in numbers["ns"]], per_n, numbers.get("quality")),
+                         results["config"])
 
 
-def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
-    """The claim rows of one transition study (``cfg``: its Config; ``per_n``: numbers per N)."""
+def transition_claims(cfg, ns: list[int], per_n: dict[int, dict], quality: dict | None = None) -> list[dict]:
+    """The claim rows of one transition study (``cfg``: its Config; ``per_n``: numbers per N;
+    ``quality``: ``numbers["quality"]``, None when not measured)."""
     claims = []
     gaps = {n: per_n[n]["psnr_gap_db"] for n in ns}
     paired_gaps = {n: per_n[n]["psnr_gap_paired"]["gap_db"] for n in ns}
@@ -137,7 +139,83 @@ def transition_claims(cfg, ns: list[int], per_n: dict[int, dict]) -> list[dict]:
                         detail=f"||f_net - f_emp||^2/d on held-out images at sigma = {cfg.emp_sigmas[0]}"))
     claims.append(_failures_claim(cfg, ns, per_n))
     claims.append(_saturation_claim(ns, per_n))
-    return claims
+    return claims + _quality_claims(ns, quality)
+
+
+def _quality_claims(ns: list[int], quality: dict | None) -> list[dict]:
+    """Sample quality (gahb.analysis.quality): whether the measure ranks its references, whether the
+    largest N's samples score like new real images, and the numbers per N.
+
+    Targets, set before any sample's quality was measured. The distance: each network's interval
+    overlaps the floor's (new real images against the same test images) and its estimate lies below
+    the light-blur reference's (those images blurred by 1 px). The confidence: each network's interval
+    reaches the test images' (its upper end at or above their lower end).
+    """
+    if quality is None:
+        return []
+    if "per_n" not in quality:
+        return [claim("sample quality: not measured", "samples of high visual quality (Fig 2)",
+                      quality.get("unavailable", "-"), None)]
+    from gahb.analysis.quality import RANKING, ranks_references
+
+    refs, m = quality["references"], quality["set_size"]
+    clf = quality["classifier"]
+    names = {"floor": "new real images", "blur_light": "light blur", "blur_heavy": "heavy blur", "noise": "noise"}
+    sigmas = refs.get("blur_sigmas", {})
+    where = (f"{m} images per set against {m} held-out test images; classifier {clf['name']} "
+             f"({clf['features']} features, held-out accuracy {clf['accuracy']['held_out_test']:.3f})")
+    rows = [claim(
+        "sample quality: the Frechet distance ranks new real images < light blur < heavy blur < noise",
+        "the measure behind 'high visual quality' (Fig 2) tells real images from degraded ones",
+        ", ".join(f"{names[k]} {_iv(refs[k]['frechet'])}" for k in RANKING)
+        + f"; confidence: test images {_iv(refs['test_confidence'])}, "
+        + ", ".join(f"{names[k]} {_iv(refs[k]['confidence'])}" for k in RANKING),
+        ranks_references(refs), "the distances' estimates increase in that order", where,
+        why="the references are not in order: at this set size the measure cannot tell them apart",
+        reference=f"training images the classifier never saw; the same blurred by {sigmas.get('blur_light', '-')} "
+                  f"and {sigmas.get('blur_heavy', '-')} px; Gaussian noise with the test images' mean and contrast",
+        uncertainty="95% bootstrap intervals, both sets resampled (shown)")]
+    n_big = ns[-1]
+    q = quality["per_n"].get(str(n_big))
+    if q is not None:
+        nets = [q[s] for s in ("s1", "s2")]
+        floor, light, test_conf = refs["floor"]["frechet"], refs["blur_light"]["frechet"], refs["test_confidence"]
+        failed, inputs = sum(v["failed"] for v in nets), sum(v["samples"] for v in nets)
+        measured_f = all(v["frechet"] is not None for v in nets)
+        ok_f = measured_f and all(v["frechet"]["lo"] <= floor["hi"] and v["frechet"]["estimate"] < light["estimate"]
+                                  for v in nets)
+        rows.append(claim(
+            f"N = {n_big}: the samples score like new real images by the Frechet distance (S1, S2)",
+            "at the largest N the samples are of high visual quality (Fig 2)",
+            ", ".join(_iv(v["frechet"]) for v in nets) + f"; new real images {_iv(floor)}, light blur {_iv(light)}",
+            ok_f if measured_f else None,
+            "each network's interval overlaps the new real images' and its estimate lies below the light blur's",
+            where + "; converged samples only",
+            why="" if ok_f or not measured_f else "a network's samples score worse than new real images"
+                + ("" if all(v["frechet"]["estimate"] < light["estimate"] for v in nets) else ", and than light blur"),
+            reference="new real images and light blur against the same test images (the references row)",
+            uncertainty="95% bootstrap intervals, both sets resampled", failed=failed, inputs=inputs))
+        measured_c = all(v["confidence"] is not None for v in nets)
+        ok_c = measured_c and all(v["confidence"]["hi"] >= test_conf["lo"] for v in nets)
+        rows.append(claim(
+            f"N = {n_big}: the classifier is as confident on the samples as on test images (S1, S2)",
+            "at the largest N the samples are of high visual quality (Fig 2)",
+            ", ".join(_iv(v["confidence"]) for v in nets) + f"; test images {_iv(test_conf)}",
+            ok_c if measured_c else None,
+            "each network's interval reaches the test images' (upper end >= their lower end)",
+            "mean max-softmax probability; a ReLU classifier is confident on noise too (the references row), "
+            "so this row is read beside the distance, never alone",
+            why="" if ok_c or not measured_c else "the classifier is less sure of the samples than of test images",
+            reference="the held-out test images, same classifier",
+            uncertainty="95% bootstrap intervals over the images", failed=failed, inputs=inputs))
+    rows.append(claim(
+        "sample quality per N: Frechet distance to test images and mean confidence (S1, S2)",
+        "samples improve as N grows (Fig 2)",
+        {f"N = {n}": "; ".join(f"{s.upper()} {_iv(v[s]['frechet'])}, confidence {_iv(v[s]['confidence'])}"
+                               for s in ("s1", "s2"))
+         for n in ns if (v := quality["per_n"].get(str(n))) is not None}, None,
+        detail=f"{where}; new real images score {_iv(refs['floor']['frechet'])}"))
+    return rows
 
 
 def _failures_claim(cfg, ns: list[int], per_n: dict[int, dict]) -> dict:

@@ -64,9 +64,44 @@ def _empirical_figure(per_n: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def draw(cfg, ns: list[int], per_n: dict, grid: dict, out: Path) -> list[dict]:
-    """Paper Figs 1, 15 and 2 (curves, gaps, cosine histograms per sampler), the sample grid and the
-    distance to the empirical denoiser; the figure list."""
+def _quality_figure(quality: dict, ns: list[int], path: Path) -> None:
+    """The Frechet distance of each network's samples against N, beside the references' bands."""
+    from gahb.analysis.quality import RANKING
+    from gahb.report.figures import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    refs = quality["references"]
+    names = {"floor": "new real images (floor)", "blur_light": "light blur", "blur_heavy": "heavy blur",
+             "noise": "noise"}
+    for k, color in zip(RANKING, ("tab:green", "tab:olive", "tab:orange", "tab:red")):
+        f = refs[k]["frechet"]
+        ax.axhspan(max(f["lo"], 1e-3), max(f["hi"], 1e-3), color=color, alpha=0.15)
+        ax.axhline(max(f["estimate"], 1e-3), color=color, lw=1, label=names[k])
+    for s, marker, dx, color in (("s1", "o", 0.95, "k"), ("s2", "s", 1.05, "0.45")):
+        pts = [(n * dx, quality["per_n"][str(n)][s]["frechet"]) for n in ns
+               if quality["per_n"].get(str(n), {}).get(s, {}).get("frechet")]
+        if pts:
+            x, f = zip(*pts)
+            y = [max(v["estimate"], 1e-3) for v in f]
+            err = [[yy - max(v["lo"], 1e-3) for yy, v in zip(y, f)], [v["hi"] - yy for yy, v in zip(y, f)]]
+            ax.errorbar(x, y, yerr=err, marker=marker, ms=4, lw=1, capsize=2, color=color,
+                        label=f"samples of f_{s.upper()}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("N (training images)")
+    ax.set_ylabel("Frechet distance to test images")
+    ax.set_title(f"sample quality, {quality['set_size']} images per set", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def draw(cfg, ns: list[int], per_n: dict, grid: dict, out: Path, quality: dict | None = None) -> list[dict]:
+    """Paper Figs 1, 15 and 2 (curves, gaps, cosine histograms per sampler), the sample grid, the
+    distance to the empirical denoiser and the sample quality; the figure list."""
     from gahb.report.memorization_figures import denoising_curves_figure, psnr_gap_figure, similarity_histograms_figure
 
     figs = []
@@ -119,6 +154,14 @@ def draw(cfg, ns: list[int], per_n: dict, grid: dict, out: Path) -> list[dict]:
     _empirical_figure(per_n, fig("distance_to_empirical.png",
                                  "Mean squared distance between f_S1 and the empirical (memorising) denoiser of "
                                  "S1 per sigma, on training and held-out images."))
+    if quality and "per_n" in quality:
+        _quality_figure(quality, ns, fig("sample_quality.png",
+                                         "Frechet distance between each network's converged samples and held-out "
+                                         "test images, in the features of a small garment classifier, against N "
+                                         "(95% bootstrap intervals), beside the same distance for new real images "
+                                         "(the floor), the same images blurred (sigma "
+                                         + " and ".join(f"{v:g}" for v in quality["references"]["blur_sigmas"].values())
+                                         + " px) and noise."))
     return figs
 
 

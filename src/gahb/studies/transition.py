@@ -12,7 +12,10 @@ deduplicated pool (section 6.2), then:
   training set, per sigma (the posterior mean under the training set's empirical distribution, the
   optimum of eq. 4 on a finite set): memorising networks track it, generalising ones leave it;
 * the patch-collage analysis of the samples (copies vs collages of training patches,
-  as the paper describes for LSUN bedrooms at N = 100).
+  as the paper describes for LSUN bedrooms at N = 100);
+* sample quality (``Config.quality``): the Frechet distance of the converged samples to held-out test
+  images in the feature space of a small garment classifier, and the classifier's confidence, beside
+  the same measure of new real images, blurred images and noise (:mod:`gahb.studies._transition_quality`).
 
 Sampler: the paper's Fig 2 uses its stochastic sampler (Algorithm 1, beta = 0.1), the default here;
 Figs 13-14 use the deterministic one (beta = 1). Both Fig 2 claims are judged with every sampler
@@ -46,7 +49,7 @@ from gahb.studies._transition_figures import draw
 from gahb.studies.common import config_to_dict, run_phases, train_or_reuse, training_seconds
 from gahb.studies.common import runs_dir as study_runs_dir
 from gahb.training.recipe import Recipe
-from gahb.utils.config import before_values, runtime, same_result_config
+from gahb.utils.config import added, before_values, runtime, same_result_config
 
 NAME = "transition"
 GRID_PSNRS = tuple(float(p) for p in range(0, 43, 3))  # the paper's 0-42 dB axis (Fig 1)
@@ -91,6 +94,9 @@ class Config:
     copy_ratio: float = 1 / 3
     copy_fraction_min: float = 0.9
     reference_images: int = 256  # held-out images and noisy training copies calibrating the copy test
+    # Sample quality (gahb.analysis.quality): the classifier preset ("standard", "tiny") or "off". Needs
+    # class labels (Fashion-MNIST's); results written before it existed measured none.
+    quality: str = added("standard", before="off")
     runs_dir: str | None = runtime(None)  # default: OUT/runs
     device: str = "cpu"
     threads: int | None = runtime(None)
@@ -110,6 +116,11 @@ class Config:
             raise ValueError(f"copy_ratio must lie in (0, 1), got {self.copy_ratio}")
         if self.grid_samples > self.n_samples:
             raise ValueError("grid_samples cannot exceed n_samples")
+        from gahb.analysis.classifier import CLASSIFIERS
+
+        if self.quality != "off" and self.quality not in CLASSIFIERS:
+            raise ValueError(f"quality must be 'off' or a classifier preset ({', '.join(CLASSIFIERS)}), "
+                             f"got {self.quality!r}")
 
 
 # the value results written before a field existed had (reproduce reuses them only for that value)
@@ -119,7 +130,7 @@ PRESETS: dict[str, Config] = {
     # Seconds: the test suite. Tiny net, three sizes on the built-in pool.
     "test": Config(ns=(1, 4, 16), train=Config().train.but(model="unet-tiny", epochs=1, images_per_epoch=64, batch_size=16),
                    input_psnrs=(0.0, 12.0, 24.0), curve_images=8, n_samples=8, other_samplers=("fast",),
-                   emp_images=4, emp_sigmas=(0.1, 0.5), grid_samples=4, reference_images=8),
+                   emp_images=4, emp_sigmas=(0.1, 0.5), grid_samples=4, reference_images=8, quality="tiny"),
     # Minutes on a CPU: part of `gahb reproduce --preset quick`. A variant of the paper's recipe: the lr
     # halved 4 times over the 200 steps and the eps-small loss weight, without which these briefly
     # trained networks lost most of their samples to divergence (docs/divergence.md); unet-tiny so
@@ -138,7 +149,8 @@ PRESETS: dict[str, Config] = {
     "paper": Config(dataset="celeba", ns=(1, 10, 100, 1000, 10_000, 100_000),
                     train=Recipe(train_preset="paper", model="unet-80", epochs=1000, images_per_epoch=250_000,
                                  lr_halve_every=100, batch_size=512, eval_images=512),
-                    curve_images=512, n_samples=1024, emp_images=256, device="auto"),
+                    curve_images=512, n_samples=1024, emp_images=256, device="auto",
+                quality="off"),  # CelebA has no garment labels
 }
 
 
@@ -168,9 +180,9 @@ def _train_config(cfg: Config, subset: str, n: int):
 
 
 # Fields one N's measurement does not depend on, besides the runtime ones: the other sizes, the device
-# (the same numbers up to rounding), the sample grid (a figure only) and min_epochs (replaced by N's own
-# effective budget below).
-PER_N_INDEPENDENT = frozenset({"ns", "device", "grid_samples", "min_epochs"})
+# (the same numbers up to rounding), the sample grid (a figure only), min_epochs (replaced by N's own
+# effective budget below) and the quality (cached apart, keyed by this key: _transition_quality).
+PER_N_INDEPENDENT = frozenset({"ns", "device", "grid_samples", "min_epochs", "quality"})
 
 
 def _measure_config(cfg: Config, n: int) -> dict:
@@ -190,7 +202,8 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
     """Run the transition study into ``out_dir`` (see the module docstring); returns the results dict."""
     config.validate()
     return run_phases(NAME, config, out_dir, preset, measure=measure, progress=progress,
-                      draw=lambda cfg, numbers, drawn, out: draw(cfg, numbers["ns"], drawn["per_n"], drawn["grid"], out),
+                      draw=lambda cfg, numbers, drawn, out: draw(cfg, numbers["ns"], drawn["per_n"], drawn["grid"], out,
+                                                                 quality=numbers.get("quality")),
                       claims_of=lambda cfg, numbers: judge({"config": config_to_dict(cfg), "numbers": numbers}))
 
 
@@ -203,6 +216,8 @@ def measure(cfg: Config, out: Path, watch, progress: bool = True) -> tuple[dict,
     import torch
 
     from gahb.data.datasets import load_pool, load_split
+    from gahb.sampling import sample
+    from gahb.studies import _transition_quality as quality
     from gahb.utils.io import atomic_write_json, read_json
 
     (out / "per_n").mkdir(parents=True, exist_ok=True)
@@ -212,6 +227,9 @@ def measure(cfg: Config, out: Path, watch, progress: bool = True) -> tuple[dict,
     max_n = int(probe.info["max_n"])
     ns = _resolve_ns(cfg, max_n)
     watch.lap("data")
+    qctx = quality.prepare(cfg, pool, progress)
+    quality_per_n: dict[int, dict] = {}
+    watch.lap("quality")
 
     per_n: dict[int, dict] = {}
     grid: dict[str, dict[int, Any]] = {"samples": {}, "status": {}, "nearest": {}}
@@ -232,17 +250,22 @@ def measure(cfg: Config, out: Path, watch, progress: bool = True) -> tuple[dict,
         cache = out / "per_n" / f"N{n}.json"
         cached = read_json(cache) if cache.is_file() else None
         measure_key = _measure_config(cfg, n)
+        qpath = out / "per_n" / f"N{n}_quality.json"
+        qkey = quality.cache_key(cfg, qctx, measure_key) if quality.usable(qctx) else None
+        quality_numbers = quality.cached(qpath, qkey)
+        samples = status = None
         # the one validity rule (gahb.utils.config): equal settings, a setting added since only at its old value
         if cached is not None and same_result_config(cached.get("key"), measure_key, before=LEGACY_VALUES):
             per_n[n] = cached["numbers"]
-            # Samples are cheap to redraw only if needed for the grid: recompute them (seeded, exact).
-            from gahb.sampling import sample
-
-            shape = (cfg.grid_samples,) + tuple(splits["s1"].train.shape[1:])
+            # Samples are cheap to redraw only if needed for the grid, or for a quality not cached yet:
+            # recompute them (seeded per sample, exact).
+            count = cfg.n_samples if qkey is not None and quality_numbers is None else cfg.grid_samples
+            shape = (count,) + tuple(splits["s1"].train.shape[1:])
             with torch.no_grad():
                 drawn = {s: sample(nets[s], shape, cfg.sample_seed, cfg.sampler, progress=False) for s in ("s1", "s2")}
-            grid["samples"][n] = {s: r.samples for s, r in drawn.items()}
-            grid["status"][n] = {s: r.status for s, r in drawn.items()}
+            samples, status = {s: r.samples for s, r in drawn.items()}, {s: r.status for s, r in drawn.items()}
+            grid["samples"][n] = {s: v[: cfg.grid_samples] for s, v in samples.items()}
+            grid["status"][n] = {s: v[: cfg.grid_samples] for s, v in status.items()}
         else:
             t_measure = time.perf_counter()
             with torch.no_grad():
@@ -252,6 +275,11 @@ def measure(cfg: Config, out: Path, watch, progress: bool = True) -> tuple[dict,
             per_n[n] = numbers
             grid["samples"][n] = {s: v[: cfg.grid_samples] for s, v in samples.items()}
             grid["status"][n] = {s: v[: cfg.grid_samples] for s, v in status.items()}
+        if qkey is not None:
+            if quality_numbers is None:
+                quality_numbers = quality.measure(cfg, qctx, samples, status)
+                atomic_write_json(qpath, {"key": qkey, "numbers": quality_numbers})
+            quality_per_n[n] = quality_numbers
         near_idx = per_n[n]["subsets"]["s1"]["nearest_index"][: cfg.grid_samples]
         # a failed sample has no nearest training image: a blank cell
         grid["nearest"][n] = torch.stack([splits["s1"].train[i] if i is not None else torch.zeros_like(splits["s1"].train[0])
@@ -271,21 +299,23 @@ def measure(cfg: Config, out: Path, watch, progress: bool = True) -> tuple[dict,
                                                                      for s in ("s1", "s2")}} for n in ns},
         "per_n": {_n_key(n): _trim(per_n[n]) for n in ns},
         "runs": runs,
-        "compute_s": _compute_seconds(runs, per_n, ns),
+        "quality": quality.numbers(qctx, quality_per_n),
     }
+    numbers["compute_s"] = _compute_seconds(runs, per_n, ns, quality.seconds(numbers["quality"]))
     return numbers, {"per_n": per_n, "grid": grid}
 
 
-def _compute_seconds(runs: dict, per_n: dict, ns: list[int]) -> dict:
+def _compute_seconds(runs: dict, per_n: dict, ns: list[int], quality_s: float = 0.0) -> dict:
     """Seconds the study's results cost, summed over sessions: training (from each run's
-    config.json, resumes included) and per-N measurement (from the per-N cache). Unlike
-    ``wall_time_s`` this does not shrink when a rerun reuses finished parts."""
+    config.json, resumes included), per-N measurement (from the per-N cache) and the sample quality
+    (its classifier's training, from its manifest, the references and the per-N quality caches).
+    Unlike ``wall_time_s`` this does not shrink when a rerun reuses finished parts."""
     train_s = training_seconds([p for n in ns for p in runs[_n_key(n)].values()])
     measured = [per_n[n].get("measure_seconds") for n in ns]
     measure_s = float(sum(m for m in measured if m is not None))
-    return {"training": round(train_s, 1), "measurement": round(measure_s, 1),
+    return {"training": round(train_s, 1), "measurement": round(measure_s, 1), "quality": round(quality_s, 1),
             "measurement_missing_for": [n for n, m in zip(ns, measured) if m is None],
-            "total": round(train_s + measure_s, 1)}
+            "total": round(train_s + measure_s + quality_s, 1)}
 
 
 def _trim(per_n: dict) -> dict:

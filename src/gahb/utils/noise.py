@@ -23,6 +23,7 @@ import torch
 CURVE_STREAM = 1  # denoising curves of held-out images (output PSNR against input PSNR)
 EXAMPLE_STREAM = 7  # the noisy example image a figure shows beside the curves
 JACOBIAN_STREAM = 100  # + j: the noisy image j whose Jacobian is analysed (apart from the Lanczos seeds seed + j)
+QUALITY_STREAM = 5000  # the noise images of the sample-quality references (gahb.analysis.quality)
 
 
 def gaussian(shape: Sequence[int], seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -52,4 +53,4 @@ def image_draw_seed(seed: int, image: int, draw: int) -> int:
     return int(seed) * 1_000_003 + 1_000 * int(image) + int(draw)
 
 
-__all__ = ["CURVE_STREAM", "EXAMPLE_STREAM", "JACOBIAN_STREAM", "gaussian", "image_draw_seed", "per_image"]
+__all__ = ["CURVE_STREAM", "EXAMPLE_STREAM", "JACOBIAN_STREAM", "QUALITY_STREAM", "gaussian", "image_draw_seed", "per_image"]
