@@ -149,7 +149,7 @@ def test_load_denoiser_picks_the_ema_by_default_and_raw_on_request(ema_run, tmp_
     assert load_denoiser(broken, weights="raw")[1]["weights"] == "raw"
 
 
-def test_raw_weights_flag_of_the_checkpoint_commands(ema_run, tmp_path, capsys):
+def test_ema_flags_of_the_commands(ema_run, tmp_path, capsys):
     out, _, xt = ema_run
     image = tmp_path / "clean.npy"
     np.save(image, xt[0, 0].numpy())
@@ -163,6 +163,12 @@ def test_raw_weights_flag_of_the_checkpoint_commands(ema_run, tmp_path, capsys):
     assert results[()]["psnr_out"] != results[("--raw-weights",)]["psnr_out"]
     from gahb.cli import build_parser
 
+    assert main(["train", "--dry-run", "--out", str(tmp_path / "x"), "--ema-halflife-kimg", "2",
+                 "--ema-rampup-ratio", "none", "--ema-bn-batches", "3"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert (cfg["ema_halflife_kimg"], cfg["ema_rampup_ratio"], cfg["ema_bn_batches"]) == (2.0, None, 3)
+    assert main(["train", "--dry-run", "--out", str(tmp_path / "x"), "--ema-halflife-kimg", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["ema_halflife_kimg"] is None
     parser = build_parser()
     for command in ("evaluate", "sample", "restore", "denoise", "jacobian"):
         sub = parser._subparsers._group_actions[0].choices[command]

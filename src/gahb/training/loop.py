@@ -10,8 +10,9 @@ updated after every step (:mod:`gahb.training.ema`, as in EDM); it never feeds b
 
 Determinism: data order and training noise come from explicit ``torch.Generator`` objects, model
 initialisation from a seeded fork of the global generator, and the evaluation noise (and the EMA
-network's BF-BN calibration batches) from generators of their own. The run folder (``out_dir``), what is written there and how a killed run resumes
-bit-identically are described in :mod:`gahb.training.run_dir`.
+network's BF-BN calibration batches) from generators of their own. The run folder (``out_dir``),
+what is written there and how a killed run resumes bit-identically are described in
+:mod:`gahb.training.run_dir`.
 """
 
 from __future__ import annotations
@@ -309,7 +310,8 @@ class _Trainer:
             if not self.run_dir.release_is_current(self.step, self.ema is not None):  # killed between the writes
                 if self.ema is not None:
                     self._calibrate_ema()
-                self.run_dir.write_release(self.model, release_config(self), None if self.ema is None else self.ema.model)
+                self.run_dir.write_release(self.model, release_config(self),
+                                           None if self.ema is None else self.ema.model)
         self.ctx.barrier()
         return self.step
 
