@@ -353,6 +353,37 @@ def test_finished_section_config_matching():
     assert _same_config({**old, "loss_weight": "eps"}, {**old, "loss_weight": "eps"}, legacy)
 
 
+def test_results_from_before_the_ema_are_reused_only_without_it():
+    """Every study that trains or loads networks measures the EMA weights by default (``weights``); results
+    written before the EMA existed were measured on raw weights of runs without one."""
+    from gahb.studies import get_study
+    from gahb.studies.common import config_to_dict
+    from gahb.studies.reproduce import _same_config, legacy_values
+    from gahb.utils.config import flat
+
+    ema_fields = ("ema_halflife_kimg", "ema_rampup_ratio", "weights")
+    for name in ("transition", "calpha", "manifold", "shuffled", "gahb_basis"):
+        mod = get_study(name)
+        cfg = mod.PRESETS["test"]
+        new = flat(config_to_dict(cfg))
+        assert new["weights"] == "ema", name
+        old = {k: v for k, v in new.items() if k not in ema_fields}
+        assert _same_config(old, {**new, "ema_halflife_kimg": None, "weights": "raw"}, legacy_values(mod, cfg)), name
+        assert not _same_config(old, {**new, "ema_halflife_kimg": None}, legacy_values(mod, cfg)), name
+        if "ema_halflife_kimg" in new:
+            assert not _same_config(old, {**new, "ema_halflife_kimg": 10.0, "weights": "raw"}, legacy_values(mod, cfg))
+
+
+def test_recipe_carries_the_ema_into_the_train_config():
+    from gahb.training.recipe import Recipe
+
+    tcfg = Recipe(ema_halflife_kimg=2.0, ema_rampup_ratio=None).train_config(100, seed=0, device="cpu")
+    assert tcfg.ema_halflife_kimg == 2.0 and tcfg.ema_rampup_ratio is None
+    assert Recipe(ema_halflife_kimg=None).train_config(100, seed=0, device="cpu").ema_halflife_kimg is None
+    with pytest.raises(ValueError, match="weights"):
+        Recipe(weights="average")
+
+
 def test_quick_claims_carry_the_verdict_of_the_committed_standard_results(tmp_path):
     import json
 

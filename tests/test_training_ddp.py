@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent(
     def config():
         return make_config("quick", model=ModelConfig(arch="unet", num_blocks=2, width=8), steps=40, batch_size=32,
                            images_per_epoch=320, lr=3e-3, eval_images=16, eval_every=10, eval_unit="step",
-                           checkpoint_every=0)
+                           checkpoint_every=0, ema_halflife_kimg=0.5, ema_rampup_ratio=0.25, ema_bn_batches=2)
 
     if __name__ == "__main__":
         res = train(config(), smooth(32, 0), smooth(16, 1), sys.argv[1], progress=False)
@@ -93,7 +93,9 @@ def test_two_process_gloo_matches_single_process(tmp_path):
             assert m[key] == pytest.approx(s[key], rel=0.08), (m["step"], key, m[key], s[key])
         for sig in ("0.1", "0.5"):
             assert abs(m["test_psnr"][sig] - s["test_psnr"][sig]) < 0.5
+            assert abs(m["ema"]["test_psnr"][sig] - s["ema"]["test_psnr"][sig]) < 0.5  # the EMA network's
     # Training actually happened in both.
     assert multi[-1]["test_loss"] < 0.5 * multi[0]["test_loss"]
     cfg = json.loads((tmp_path / "ddp" / "config.json").read_text())
-    assert cfg["world_size"] == 2 and cfg["progress"]["finished"]
+    assert cfg["world_size"] == 2 and cfg["progress"]["finished"] and cfg["ema"]["file"] == "model_ema.safetensors"
+    assert (tmp_path / "ddp" / "model_ema.safetensors").is_file()

@@ -13,8 +13,6 @@ from gahb.training import load_denoiser, load_state, make_config, read_metrics, 
 from gahb.training.loop import METRICS_NAME, STATE_NAME
 
 
-
-
 def smooth_images(n: int, seed: int, size: int = 16) -> torch.Tensor:
     """Smooth random images in [0, 1]: denoisable, unlike i.i.d. pixels."""
     g = torch.Generator().manual_seed(seed)
@@ -26,7 +24,8 @@ TINY = ModelConfig(arch="unet", num_blocks=2, width=8)
 
 def tiny_cfg(**kw):
     base = dict(model=TINY, steps=40, batch_size=16, images_per_epoch=160, lr=1e-2, eval_images=16,
-                eval_every=10, eval_unit="step", checkpoint_every=0)
+                eval_every=10, eval_unit="step", checkpoint_every=0, ema_halflife_kimg=0.1, ema_rampup_ratio=0.25,
+                ema_bn_batches=4)
     base.update(kw)
     return make_config("quick", **base)
 
@@ -83,12 +82,17 @@ def test_config_json_and_release_weights(trained_run):
     assert cfg["progress"] == {"step": 40, "total_steps": 40, "epoch": 4.0, "finished": True}
     assert {"gahb", "torch", "python"} <= set(cfg["versions"]) and cfg["device"] == "cpu"
     assert cfg["metrics"]["step"] == 40 and cfg["schedule"]["tiles"] == 5
-    # The safetensors release reproduces the training state's network exactly.
-    model, _ = load_denoiser(out)
+    # The safetensors release reproduces the training state's networks exactly: the raw one on
+    # request, the EMA one (with its recalibrated running_sd) by default.
+    model, loaded = load_denoiser(out, weights="raw")
     state = load_state(out)
-    assert not model.training
+    assert not model.training and loaded["weights"] == "raw"
     for k, v in model.state_dict().items():
         assert torch.equal(v, state["model"][k]), k
+    ema, loaded = load_denoiser(out)
+    assert loaded["weights"] == "ema" and loaded["weights_file"].endswith("model_ema.safetensors")
+    for k, v in ema.state_dict().items():
+        assert torch.equal(v, state["ema"][k]), k
     from gahb.models import build_model
 
     ref = build_model(TINY)

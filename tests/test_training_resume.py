@@ -1,13 +1,16 @@
 """Kill-and-resume: a run killed at any moment resumes to the same weights as an uninterrupted run.
 
 The killed runs are real processes that receive SIGKILL (no cleanup, no atexit): once from
-themselves right after an optimizer step, once in the middle of writing ``state.pt`` (leaving a
-torn temporary file), once from the test at an arbitrary moment. On the CPU with one thread the
-resumed weights, optimizer state and logged losses are bit-identical to the uninterrupted run.
+themselves right after an optimizer step, once in the middle of writing ``state.pt`` and once in
+the middle of writing ``model_ema.safetensors`` (each leaving a torn temporary file), once from the
+test at an arbitrary moment. The runs keep an EMA of their weights. On the CPU with one thread the
+resumed weights, EMA weights, optimizer state and logged losses are bit-identical to the
+uninterrupted run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +24,7 @@ import torch
 from gahb.models import ModelConfig
 from gahb.training import load_state, make_config, read_metrics, train
 from gahb.training import loop
+from gahb.training.checkpoint import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME
 from gahb.training.run_dir import STATE_NAME, RunDir
 
 SCRIPT = textwrap.dedent(
@@ -37,7 +41,7 @@ SCRIPT = textwrap.dedent(
 
     cfg = make_config("quick", model=ModelConfig(arch="unet", num_blocks=2, width=8), steps=30, batch_size=8,
                       images_per_epoch=84, lr=5e-3, eval_images=8, eval_every=1, eval_unit="epoch",
-                      checkpoint_every=4)
+                      checkpoint_every=4, ema_halflife_kimg=0.1, ema_rampup_ratio=0.5, ema_bn_batches=2)
     res = train(cfg, smooth(40, 0), smooth(8, 1), sys.argv[1], progress=False)
     print("RESULT", res.step, res.resumed_from, res.finished)
     """
@@ -49,7 +53,7 @@ TIMING = ("images_per_s", "wall_time")
 def _cfg():
     return make_config("quick", model=ModelConfig(arch="unet", num_blocks=2, width=8), steps=30, batch_size=8,
                        images_per_epoch=84, lr=5e-3, eval_images=8, eval_every=1, eval_unit="epoch",
-                       checkpoint_every=4)
+                       checkpoint_every=4, ema_halflife_kimg=0.1, ema_rampup_ratio=0.5, ema_bn_batches=2)
 
 
 def _data():
@@ -119,12 +123,28 @@ def _train_interrupted(monkeypatch, stop_step, *args, **kwargs):
     return stopped.value.args[0]
 
 
+def _assert_release_matches_state(out):
+    """The release files hold the networks of ``state.pt``: raw weights and EMA weights (running_sd included)."""
+    from safetensors.torch import load_file
+
+    st = load_state(out)
+    assert json.loads((out / CONFIG_NAME).read_text())["progress"]["step"] == st["step"]
+    for name, key in ((WEIGHTS_NAME, "model"), (EMA_WEIGHTS_NAME, "ema")):
+        saved = load_file(str(out / name))
+        assert saved.keys() == st[key].keys()
+        assert all(torch.equal(saved[k], v) for k, v in st[key].items()), f"{name} differs from state.pt"
+
+
 def _assert_same_as_reference(out, reference):
     ref_state, ref_metrics = reference
     st = load_state(out)
     assert st["step"] == 30 and st["finished"]
     for k, v in ref_state["model"].items():
         assert torch.equal(st["model"][k], v), f"weights differ at {k}"
+    assert ref_state["ema"].keys() == st["ema"].keys()
+    for k, v in ref_state["ema"].items():
+        assert torch.equal(st["ema"][k], v), f"EMA weights differ at {k}"
+    _assert_release_matches_state(out)
     ref_opt, opt = ref_state["optimizer"]["state"], st["optimizer"]["state"]
     for i in ref_opt:
         for k in ("exp_avg", "exp_avg_sq", "step"):
@@ -161,10 +181,22 @@ def test_sigkill_after_a_step_and_during_a_checkpoint_write(reference, script, t
     torn = list(tmp_path.glob(".state.pt.*.tmp"))
     assert len(torn) == 1 and torn[0].stat().st_size < (tmp_path / STATE_NAME).stat().st_size * 0.75
     assert load_state(tmp_path)["step"] == 20  # the previous checkpoint is intact and loadable
-    # 3) Resume to the end: same weights, optimizer state, generators and metrics as never killed.
+    # 3) Resume, and SIGKILL half-way through writing model_ema.safetensors at the next checkpoint
+    #    (step 24): state.pt and model.safetensors are new, model_ema.safetensors and config.json old.
+    killed = _run(script, tmp_path, GAHB_TRAIN_TEST_KILL_IN_EMA_SAVE=1)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(list(tmp_path.glob(".model_ema.safetensors.*.tmp"))) == 1
+    assert load_state(tmp_path)["step"] == 24
+    assert json.loads((tmp_path / CONFIG_NAME).read_text())["progress"]["step"] == 20
+    # 4) Resume, which repairs the release from state.pt, and SIGKILL right after the next step.
+    killed = _run(script, tmp_path, GAHB_TRAIN_TEST_KILL_AT_STEP=25)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not list(tmp_path.glob(".*.tmp")) and load_state(tmp_path)["step"] == 24
+    _assert_release_matches_state(tmp_path)
+    # 5) Resume to the end: same weights, optimizer state, generators and metrics as never killed.
     done = _run(script, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "RESULT 30 20 True" in done.stdout
+    assert "RESULT 30 24 True" in done.stdout
     assert not list(tmp_path.glob(".*.tmp"))
     _assert_same_as_reference(tmp_path, reference)
 

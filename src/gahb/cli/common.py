@@ -31,6 +31,18 @@ def add_runtime_flags(parser, *, device: str | None = "auto", device_help: str =
         parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+def add_weights_flag(parser) -> None:
+    """``--raw-weights``: load the weights training left instead of the run's EMA of its weights."""
+    parser.add_argument("--raw-weights", action="store_true",
+                        help="load the raw weights instead of the run's exponential moving average of them "
+                             "(model_ema.safetensors, loaded by default when the run kept one)")
+
+
+def weights_choice(args) -> str:
+    """``load_denoiser``'s ``weights`` for the parsed arguments: "raw" with --raw-weights, else "ema"."""
+    return "raw" if getattr(args, "raw_weights", False) else "ema"
+
+
 def float_list(text: str) -> tuple[float, ...]:
     """An argparse type: numbers separated by commas or spaces."""
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from gahb.cli.common import HelpFormatter, add_runtime_flags
+from gahb.cli.common import HelpFormatter, add_runtime_flags, add_weights_flag, weights_choice
 
 EPILOG = """\
 The clean image is read at the network's number of channels (colour is averaged to gray for a
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
                     "PSNR against the clean image.",
         epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
+    add_weights_flag(p)
     p.add_argument("--image", required=True, help="clean image file (PNG/JPEG/.npy)")
     p.add_argument("--sigma", type=float, default=0.1, help="noise std on the [0,1] pixel scale")
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise")
@@ -43,14 +44,14 @@ def run(args) -> int:
     if not (args.sigma >= 0):
         raise ValueError(f"--sigma must be >= 0, got {args.sigma}")
     device = resolve_device(args.device)
-    model, config = load_denoiser(args.checkpoint, device)
+    model, config = load_denoiser(args.checkpoint, device, weights=weights_choice(args))
     clean = load_image(args.image, channels=config["model"].get("channels", 1))
     res = denoise_image(model, clean, args.sigma, seed=args.seed, device=device)
     out = Path(args.out)
     noisy_out = Path(args.noisy_out) if args.noisy_out else out.with_name(out.stem + "_noisy" + out.suffix)
     save_image(out, res["denoised"])
     save_image(noisy_out, res["noisy"])
-    summary = {"image": str(args.image), "sigma": args.sigma, "seed": args.seed,
+    summary = {"image": str(args.image), "weights": config["weights"], "sigma": args.sigma, "seed": args.seed,
                "psnr_in": res["psnr_in"], "psnr_out": res["psnr_out"], "out": str(out), "noisy_out": str(noisy_out)}
     if args.json:
         print(json.dumps(summary))

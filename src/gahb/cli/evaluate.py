@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from gahb.cli.common import HelpFormatter, add_runtime_flags
+from gahb.cli.common import HelpFormatter, add_runtime_flags, add_weights_flag, weights_choice
 
 EPILOG = """\
 Protocol (bias_free_denoising's, which produced the published Set68 numbers): full images on [0, 1];
@@ -52,6 +52,7 @@ def register(subparsers) -> None:
                     "protocol; print the table and write it as JSON.",
         epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder (gahb train or gahb import)")
+    add_weights_flag(p)
     p.add_argument("--images", required=True, help="folder of clean test images (e.g. Set12, Set68)")
     p.add_argument("--sigmas", type=parse_sigmas, default=parse_sigmas("10,20,...,100"),
                    help="noise levels, on the --sigma-scale scale")
@@ -74,7 +75,7 @@ def evaluation_record(args) -> dict:
     from gahb.models import optimize_for_inference
     from gahb.models.published import SET68_SIZE, by_sha256
     from gahb.studies.common import command_line, environment
-    from gahb.training.checkpoint import _find, load_denoiser
+    from gahb.training.checkpoint import load_denoiser
     from gahb.utils.device import resolve_device
     from gahb.utils.io import atomic_write_json, file_sha256, read_json
 
@@ -85,8 +86,8 @@ def evaluation_record(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    weights, _ = _find(args.checkpoint)
-    model, config = load_denoiser(args.checkpoint, device)
+    model, config = load_denoiser(args.checkpoint, device, weights=weights_choice(args))
+    weights = config["weights_file"]
     if not args.no_optimize:
         model = optimize_for_inference(model, channels_last=device.type != "mps")
     images = load_image_set(args.images, channels=int(config["model"].get("channels", 1)), limit=args.limit)
@@ -98,7 +99,7 @@ def evaluation_record(args) -> dict:
             and protocol.clamp and not protocol.clip_noisy):
         reference = {"source": f"{published.repository} precomputed Set68 metrics ({published.path})",
                      "psnr": published.set68_psnr}
-    head = {"checkpoint": str(args.checkpoint), "weights_sha256": file_sha256(weights),
+    head = {"checkpoint": str(args.checkpoint), "weights": config["weights"], "weights_sha256": file_sha256(weights),
             "model": config["model"], "imported": imported or None,
             "images_dir": str(args.images), "image_sha256": image_set_signature(args.images, names)}
 

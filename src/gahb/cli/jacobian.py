@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from gahb.cli.common import HelpFormatter, add_runtime_flags
+from gahb.cli.common import HelpFormatter, add_runtime_flags, add_weights_flag, weights_choice
 
 EPILOG = """\
 For each --sigma the clean image x gets the noise sigma*z (one z for all sigma, seeded by --seed);
@@ -37,6 +37,7 @@ def register(subparsers) -> None:
                     "(effective dimensionality, eq. 7), SURE vs true MSE and the oracle error (eqs. 11-12).",
         epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
+    add_weights_flag(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="clean image file (PNG/JPEG/.npy), read at the network's channels")
     src.add_argument("--dataset", help="dataset spec as for `gahb data` (e.g. fashion-mnist, npy:FILE.npy)")
@@ -125,7 +126,7 @@ def run(args) -> int:
     summary: dict = {"config": cfg.to_dict(), "models": []}
     analyses = []
     for ci, (ckpt, label) in enumerate(zip(checkpoints, labels)):
-        model, config = load_denoiser(ckpt, device)
+        model, config = load_denoiser(ckpt, device, weights=weights_choice(args))
         channels = int(config["model"].get("channels", 1))
         clean, source = _load_clean(args, channels)
         if args.crop:
@@ -139,7 +140,8 @@ def run(args) -> int:
         ia = analyze_image(model, clean.to(device), cfg, progress=not args.quiet)
         analyses.append(ia)
         prefix = "" if ci == 0 else "compare_"
-        entry = {"label": label, "checkpoint": str(ckpt), "model": config["model"], "source": source,
+        entry = {"label": label, "checkpoint": str(ckpt), "weights": config["weights"], "model": config["model"],
+                 "source": source,
                  "seconds": time.perf_counter() - t0, **ia.summary()}
         entry.pop("config")
         summary["models"].append(entry)

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from gahb.cli.sample import add_sampler_arguments, config_from_args, load_for_sampling, parse_seeds, save_npy
-from gahb.cli.common import HelpFormatter, parse_size
+from gahb.cli.common import HelpFormatter, add_weights_flag, parse_size
 
 EPILOG = """\
 The clean image is measured with an operator M with orthonormal rows (M M^T = I), m = M x, and
@@ -43,6 +43,7 @@ def register(subparsers) -> None:
                     "denoiser (constrained coarse-to-fine sampler), and report PSNR against the original.",
         epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
+    add_weights_flag(p)
     p.add_argument("--image", required=True, help="clean image file (PNG/JPEG/.npy), read at the network's channels")
     p.add_argument("--task", required=True, choices=TASKS, help="measurement operator")
     p.add_argument("--fraction", type=float, default=None, help="pixels / cs: fraction measured (default 0.1)")
@@ -103,7 +104,7 @@ def run(args) -> int:
     p_measured = float(psnr(measured.float(), clean))
     consistency = float((op(restored.to(dtype)) - m).abs().max())
     record = {
-        "checkpoint": str(args.checkpoint), "image": str(args.image), "task": args.task,
+        "checkpoint": str(args.checkpoint), "weights": config["weights"], "image": str(args.image), "task": args.task,
         "psnr_restored": [float(v) for v in p_restored], "psnr_restored_mean": float(p_restored.mean()),
         "psnr_measured": p_measured, "max_measurement_error": consistency,
         "device": str(device), "optimized": not args.no_optimize, **res.summary(),

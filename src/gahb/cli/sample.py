@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from gahb.cli.common import HelpFormatter, add_runtime_flags, parse_size
+from gahb.cli.common import HelpFormatter, add_runtime_flags, add_weights_flag, parse_size, weights_choice
 
 EPILOG = """\
 Sampler (paper App. A.2, Algorithm 1): x_0 ~ N(init_mean, sigma_0^2); each step evaluates the
@@ -75,7 +75,7 @@ def load_for_sampling(args):
     from gahb.utils.device import resolve_device
 
     device = resolve_device(args.device)
-    model, config = load_denoiser(args.checkpoint, device)
+    model, config = load_denoiser(args.checkpoint, device, weights=weights_choice(args))
     if args.dtype == "float64":
         model = model.double()
     if not args.no_optimize:
@@ -131,6 +131,7 @@ def register(subparsers) -> None:
                     "coarse-to-fine sampler of Kadkhodaie & Simoncelli (paper App. A.2, Algorithm 1).",
         epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
+    add_weights_flag(p)
     p.add_argument("--num", type=int, default=16, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="seed of the first sample (sample i uses seed + i)")
     p.add_argument("--seeds", default=None, help="explicit comma-separated seeds (overrides --num/--seed)")
@@ -161,7 +162,7 @@ def run(args) -> int:
     samples = res.samples.float().cpu()
     save_image(out / "samples.png", make_grid(samples, nrow=args.nrow))
     save_npy(out / "samples.npy", samples.numpy())
-    record = {"checkpoint": str(args.checkpoint), "preset": args.preset, "image_shape": list(shape),
+    record = {"checkpoint": str(args.checkpoint), "weights": config["weights"], "preset": args.preset, "image_shape": list(shape),
               "device": str(device), "optimized": not args.no_optimize,
               "ideal_evaluations": cfg.ideal_evaluations(), **res.summary()}
     atomic_write_json(out / "sampling.json", record)

@@ -20,8 +20,10 @@ An epoch tiles the N training images n = max(1, floor(images_per_epoch / N)) tim
 code does. --steps replaces the preset's epoch budget by a total number of optimizer steps.
 
 The run folder (--out) receives model.safetensors + config.json (load with `gahb denoise
---checkpoint DIR` or gahb.training.load_denoiser), state.pt (resume state) and metrics.jsonl (one
-line per evaluation: losses and train/test PSNR at fixed sigmas on fixed images). Re-running the
+--checkpoint DIR` or gahb.training.load_denoiser), model_ema.safetensors (the exponential moving
+average of the weights, which those load by default; --raw-weights for the others), state.pt
+(resume state) and metrics.jsonl (one line per evaluation: losses and train/test PSNR at fixed
+sigmas on fixed images, the EMA network's under "ema"). Re-running the
 same command resumes an interrupted run from its last checkpoint (bit-identical on CPU) and does
 nothing for a finished one; --fresh starts over.
 
@@ -35,6 +37,18 @@ examples:
   gahb train --dataset celeba:/data/img_align_celeba --size 80 --n 100000 --preset paper --bf16 \\
       --channels-last --out runs/celeba_n1e5_s1
 """
+
+
+def _optional_float(text: str):
+    """A float, or the word none (kept as "none" so that it differs from the flag's absence)."""
+    import argparse
+
+    if text.strip().lower() in ("none", "null"):
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
 
 
 def register(subparsers) -> None:
@@ -90,6 +104,14 @@ def register(subparsers) -> None:
     o.add_argument("--bn-recalibration-batches", type=int, default=None, metavar="K",
                    help="after the last step, recompute the BF-BN running statistics from K training batches "
                         "with the weights frozen (0: off; docs/divergence.md)")
+    o.add_argument("--ema-halflife-kimg", type=float, default=None, metavar="H",
+                   help="keep an exponential moving average of the weights with a half-life of H thousand images "
+                        "(as EDM; saved as model_ema.safetensors, which --checkpoint commands load by default; "
+                        "0: no EMA; default: the preset's, 500)")
+    o.add_argument("--ema-rampup-ratio", type=_optional_float, default=None, metavar="R",
+                   help="cap the EMA half-life at R times the images seen (none: no ramp-up; default: 0.05)")
+    o.add_argument("--ema-bn-batches", type=int, default=None, metavar="K",
+                   help="training batches recalibrating the EMA network's BF-BN statistics (default: 16)")
     o.add_argument("--seed", type=int, default=0, help="training seed (init, data order, noise)")
 
     e = p.add_argument_group("evaluation and checkpoints")
@@ -132,9 +154,12 @@ def build_config(args, channels: int | None = None):
         model["channels"] = channels
     over["model"] = ModelConfig.from_dict(model)
     for flag in ("epochs", "steps", "batch_size", "lr", "images_per_epoch", "lr_halve_every", "lr_halve_unit",
-                 "noise", "sigma_max", "loss_weight", "bn_recalibration_batches", "eval_images", "eval_sigmas", "eval_every", "eval_unit", "checkpoint_every"):
+                 "noise", "sigma_max", "loss_weight", "bn_recalibration_batches", "eval_images", "eval_sigmas", "eval_every", "eval_unit", "checkpoint_every",
+                 "ema_halflife_kimg", "ema_bn_batches"):
         if getattr(args, flag) is not None:
             over[flag] = getattr(args, flag)
+    if args.ema_rampup_ratio is not None:
+        over["ema_rampup_ratio"] = None if args.ema_rampup_ratio == "none" else args.ema_rampup_ratio
     over.update(seed=args.seed, device=args.device, bf16=args.bf16, channels_last=args.channels_last,
                 compile=args.compile, noise_on_device=args.noise_on_device)
     return make_config(args.preset, **over)

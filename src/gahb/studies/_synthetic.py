@@ -9,7 +9,7 @@ import torch
 
 
 def run_summary(run_dir: str | os.PathLike) -> dict:
-    """The last evaluation of a run (step, images seen, losses, PSNRs, wall time), JSON-able."""
+    """The last evaluation of a run (step, images seen, losses, PSNRs, the EMA network's, wall time), JSON-able."""
     from gahb.training.loop import read_metrics
 
     recs = read_metrics(run_dir)
@@ -17,7 +17,7 @@ def run_summary(run_dir: str | os.PathLike) -> dict:
         return {}
     last = recs[-1]
     keep = {k: last[k] for k in ("step", "epoch", "images_seen", "train_loss", "test_loss", "test_psnr",
-                                 "train_psnr", "lr", "images_per_s", "wall_time") if k in last}
+                                 "train_psnr", "ema", "lr", "images_per_s", "wall_time") if k in last}
     return _finite(keep)
 
 

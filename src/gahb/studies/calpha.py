@@ -193,7 +193,7 @@ def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]
         run_dir = runs / f"alpha{alpha:g}"
         t0 = time.perf_counter()
         model = common.train_or_reuse(tcfg, split.train, split.test, run_dir, progress=progress,
-                                      data_info=split.info)
+                                      data_info=split.info, weights=cfg.train.weights)
         train_s = time.perf_counter() - t0
         watch.lap(f"train_alpha{alpha:g}")
         with torch.no_grad():

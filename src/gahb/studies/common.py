@@ -238,8 +238,9 @@ def load_results(out_dir: str | os.PathLike) -> dict | None:
 
 # -- training runs ---------------------------------------------------------------------------------
 def train_or_reuse(train_cfg, train_images, test_images, run_dir: str | os.PathLike, *,
-                   progress: bool = True, data_info: dict | None = None):
-    """Train a denoiser in ``run_dir``, or reuse/resume the run already there; returns the eval-mode model.
+                   progress: bool = True, data_info: dict | None = None, weights: str = "ema"):
+    """Train a denoiser in ``run_dir``, or reuse/resume the run already there; returns the eval-mode model
+    with the ``weights`` of :func:`gahb.training.checkpoint.load_denoiser` (the EMA ones by default).
 
     A finished run with the same configuration and data returns at once; an interrupted one resumes
     from its last checkpoint (bit-identically); a run with a different configuration is an error
@@ -251,7 +252,7 @@ def train_or_reuse(train_cfg, train_images, test_images, run_dir: str | os.PathL
 
     train(train_cfg, train_images, test_images, run_dir, progress=progress, data_info=data_info,
           resume="auto")
-    model, _ = load_denoiser(run_dir, device=resolve_device(train_cfg.device))
+    model, _ = load_denoiser(run_dir, device=resolve_device(train_cfg.device), weights=weights)
     return model
 
 

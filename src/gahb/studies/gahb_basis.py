@@ -27,7 +27,7 @@ from pathlib import Path
 from gahb.studies._gahb_claims import PAPER_FIG3, claims_of, judge, trace_comparison
 from gahb.studies.common import load_results, run_phases
 from gahb.studies.references import STATS, jacobian_reference, spread
-from gahb.utils.config import runtime
+from gahb.utils.config import added, runtime
 
 NAME = "gahb_basis"
 
@@ -67,10 +67,15 @@ class Config:
     # Dense Jacobians of the generalising network on the SURE images at this sigma: asymmetry and
     # spectra over images, beside the published BF-CNN measured the same way (0.1, as its reference).
     reference_sigma: float = 0.1
+    # which weights of each run are analysed: "ema" (its EMA of the weights when it kept one, else its
+    # only weights; gahb.training.checkpoint.load_denoiser) or "raw"
+    weights: str = added("ema", before="raw")
     device: str = "cpu"
     threads: int | None = runtime(None)
 
     def validate(self) -> None:
+        if self.weights not in ("ema", "raw"):
+            raise ValueError(f"weights must be 'ema' or 'raw', got {self.weights!r}")
         if self.checkpoints and len(self.checkpoints) != 2:
             raise ValueError("checkpoints must name two run folders: (memorising, generalising)")
         if not self.checkpoints and not self.transition_dir:
@@ -200,7 +205,7 @@ def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, list]
                                   seed=cfg.seed)
     analyses, models_info, image_info, loaded = [], [], None, []
     for run_dir, label in zip(runs, labels):
-        model, rcfg = load_denoiser(run_dir, device)
+        model, rcfg = load_denoiser(run_dir, device, weights=cfg.weights)
         model.requires_grad_(False)
         channels = int(rcfg["model"].get("channels", 1))
         if image_info is None:
@@ -212,7 +217,7 @@ def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, list]
         analyses.append(analyze_image(model, clean.to(device), jcfg, progress=progress))
         loaded.append(model)
         models_info.append({"label": label, "run_dir": str(run_dir), "n": (rcfg.get("data") or {}).get("n"),
-                            "model": rcfg["model"]})
+                            "model": rcfg["model"], "weights": rcfg["weights"]})
         watch.lap("jacobian")
 
     first_model, last_model = loaded

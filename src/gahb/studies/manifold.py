@@ -231,7 +231,8 @@ def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]
     watch.lap("data")
     tcfg = cfg.train.train_config(cfg.n_train, seed=cfg.seed, device=cfg.device)
     run_dir = common.runs_dir(cfg, out) / "disks"
-    model = common.train_or_reuse(tcfg, split.train, split.test, run_dir, progress=progress, data_info=split.info)
+    model = common.train_or_reuse(tcfg, split.train, split.test, run_dir, progress=progress, data_info=split.info,
+                                  weights=cfg.train.weights)
     watch.lap("train")
 
     with torch.no_grad():

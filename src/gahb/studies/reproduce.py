@@ -205,6 +205,14 @@ def _same_config(old: dict | None, new: dict, legacy: dict | None = None) -> boo
     return same_result_config(old, new, ignore=study_runtime_fields(), before=legacy)
 
 
+def legacy_values(mod, cfg) -> dict:
+    """The values a study's results written before a field existed had: its ``LEGACY_VALUES``, else those
+    of every field of its config ``cfg`` (nested recipe included) marked :func:`gahb.utils.config.added`."""
+    from gahb.utils.config import before_values
+
+    return getattr(mod, "LEGACY_VALUES", None) or before_values(type(cfg))
+
+
 def section_dir(name: str, out: Path, section_dirs: dict | None) -> Path:
     """Where section ``name`` lives: ``OUT/<name>``, or the folder given for it in ``section_dirs``."""
     return Path((section_dirs or {}).get(name) or out / name)
@@ -348,8 +356,7 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
             old = None if rerun else common.load_results(sec_out)
             upstream_fresh = any(d in recomputed for d in s.depends)
             if (old is not None and not upstream_fresh
-                    and _same_config(old.get("config"), common.config_to_dict(cfg),
-                                     getattr(mod, "LEGACY_VALUES", None))):
+                    and _same_config(old.get("config"), common.config_to_dict(cfg), legacy_values(mod, cfg))):
                 entry.update(status="reused", results=old)
                 log(f"[reproduce {i}/{len(selected)}] {s.name}: reusing {sec_out / 'results.json'} (same configuration)")
             else:

@@ -177,7 +177,7 @@ def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]
     for key, (train_x, test_x, info) in data.items():
         run_dir = runs / key
         models[key] = common.train_or_reuse(cfg.train.train_config(cfg.n_train, seed=cfg.seed, device=cfg.device), train_x, test_x, run_dir,
-                                            progress=progress, data_info=info)
+                                            progress=progress, data_info=info, weights=cfg.train.weights)
         training[key] = {**syn.run_summary(run_dir), "run_dir": str(run_dir)}
         watch.lap(f"train_{key}")
         with torch.no_grad():

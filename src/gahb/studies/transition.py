@@ -243,7 +243,7 @@ def measure(cfg: Config, out: Path, watch, progress: bool = True) -> tuple[dict,
         for s in ("s1", "s2"):
             run_dir = runs_dir / f"N{n}_{s}"
             nets[s] = train_or_reuse(_train_config(cfg, s, n), splits[s].train, splits[s].test, run_dir,
-                                     progress=progress, data_info=splits[s].info)
+                                     progress=progress, data_info=splits[s].info, weights=cfg.train.weights)
             nets[s].requires_grad_(False)
         runs[_n_key(n)] = {s: str(runs_dir / f"N{n}_{s}") for s in ("s1", "s2")}
         watch.lap("training")

@@ -19,6 +19,11 @@ Presets
     A smoke-test schedule: batch 64, 4 epochs of 5,000 images (20k images, about 320 steps),
     lr halved once after epoch 2. A few minutes on two CPU cores (3-7 min measured).
 
+Every preset keeps an exponential moving average of the weights (:mod:`gahb.training.ema`) with EDM's
+half-life of 500,000 images and ramp-up ratio 0.05 (Karras et al. 2022): below 10M images the ramp-up
+sets the half-life, 5% of the images seen. A provisional default until the Fashion-MNIST sweep of
+``scripts/sweep_ema.py`` has chosen it (docs/ema.md); ``ema_halflife_kimg=0`` turns it off.
+
 The scaled-down presets keep everything but the budget: same loss, noise law, optimizer, tiling
 rule and halving-by-epoch structure. The paper halves every 10% of the run and ends at lr/512; a
 run that is 50-1000x shorter has not converged when the paper's schedule would have decayed the
@@ -32,7 +37,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from gahb.models import ModelConfig, model_config
-from gahb.utils.config import runtime, runtime_fields
+from gahb.utils.config import added, before_values, runtime, runtime_fields
 
 NOISE_LAWS = ("quadratic", "uniform")
 LOSS_WEIGHTS = ("none", "eps", "eps-small")
@@ -78,6 +83,13 @@ class TrainConfig:
     # noise, weights frozen), so that the eval-mode network is the one the final weights define
     # (gahb.training.bn_stats; docs/divergence.md). 0: off, the running averages of training as they are.
     bn_recalibration_batches: int = 0
+    # Exponential moving average of the weights (gahb.training.ema; EDM's training_loop.py): half-life in
+    # thousands of training images (None or 0: no EMA), capped at ema_rampup_ratio times the images seen
+    # (None: no ramp-up). The EMA network's BF-BN running_sd are recalibrated on ema_bn_batches training
+    # batches before it is evaluated or saved. Saved as model_ema.safetensors, which load_denoiser prefers.
+    ema_halflife_kimg: float | None = added(500.0, before=None)
+    ema_rampup_ratio: float | None = added(0.05, before=0.05)
+    ema_bn_batches: int = added(16, before=16)
     seed: int = 0  # model init, data order, training noise and evaluation noise all derive from it
     eval_images: int = 64  # fixed train and held-out images for the PSNR sweep
     eval_sigmas: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -95,6 +107,8 @@ class TrainConfig:
         if not isinstance(self.model, ModelConfig):
             object.__setattr__(self, "model", model_config(self.model))
         object.__setattr__(self, "eval_sigmas", tuple(float(s) for s in self.eval_sigmas))
+        if not self.ema_halflife_kimg:  # 0 and None both mean no EMA; one spelling, so configs compare equal
+            object.__setattr__(self, "ema_halflife_kimg", None)
         self.validate()
 
     def validate(self) -> None:
@@ -128,6 +142,12 @@ class TrainConfig:
             raise ValueError(f"bn_recalibration_batches must be an integer >= 0, got {self.bn_recalibration_batches!r}")
         if not (self.loss_eps_sigma > 0 and math.isfinite(self.loss_eps_sigma)):
             raise ValueError(f"loss_eps_sigma must be positive, got {self.loss_eps_sigma}")
+        h, r = self.ema_halflife_kimg, self.ema_rampup_ratio
+        if h is not None and not (h > 0 and math.isfinite(h)):
+            raise ValueError(f"ema_halflife_kimg must be positive, 0 or None (no EMA), got {h!r}")
+        if r is not None and not (r > 0 and math.isfinite(r)):
+            raise ValueError(f"ema_rampup_ratio must be positive or None (no ramp-up), got {r!r}")
+        pos_int("ema_bn_batches", self.ema_bn_batches)
         if self.lr_halve_unit not in LR_UNITS:
             raise ValueError(f"lr_halve_unit must be one of {LR_UNITS}, got {self.lr_halve_unit!r}")
         if self.lr_halve_every is not None and self.lr_halve_every < 0:
@@ -173,10 +193,10 @@ class TrainConfig:
         return replace(self, **changes)
 
 
-# Fields that change only how a run executes, not which numbers it computes (on one device);
-# a resumed run may change them freely.
 # how a run executes, not what it computes: a resumed run may change them (gahb.utils.config.runtime)
 RUNTIME_FIELDS = runtime_fields(TrainConfig)
+# the values runs saved before a field existed had (gahb.utils.config.added): no EMA
+LEGACY_VALUES = {k: v for k, v in before_values(TrainConfig).items() if k in {f.name for f in fields(TrainConfig)}}
 
 PRESETS: dict[str, dict] = {
     "paper": dict(

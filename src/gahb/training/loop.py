@@ -5,10 +5,14 @@ per image from the configured law, y = x + sigma * n with n ~ N(0, I) drawn afre
 image is seen, and the loss sum_pixels ||r(y) - sigma n||^2 / batch, where r(y) = y - f(y) is the
 network's residual. Adam with default betas; the learning rate is halved on the configured schedule.
 
+Weights averaging: with ``ema_halflife_kimg`` set, an exponential moving average of the weights is
+updated after every step (:mod:`gahb.training.ema`, as in EDM); it never feeds back into training.
+
 Determinism: data order and training noise come from explicit ``torch.Generator`` objects, model
-initialisation from a seeded fork of the global generator, and the evaluation noise from its own
-generator. The run folder (``out_dir``), what is written there and how a killed run resumes
-bit-identically are described in :mod:`gahb.training.run_dir`.
+initialisation from a seeded fork of the global generator, and the evaluation noise (and the EMA
+network's BF-BN calibration batches) from generators of their own. The run folder (``out_dir``),
+what is written there and how a killed run resumes bit-identically are described in
+:mod:`gahb.training.run_dir`.
 """
 
 from __future__ import annotations
@@ -16,26 +20,26 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import platform
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from gahb.models import build_model, count_parameters
+from gahb.models import build_model
 
 from .config import Schedule, TrainConfig, lr_at, make_schedule
 from .distributed import DistContext, init_distributed
 from .evaluate import EvalSet
 from .inputs import data_fingerprint, validate_images
 from .noise import denoising_loss, draw_noise, loss_weights
-from .run_dir import (METRICS_NAME, RESUME_MODES, STATE_NAME, RunDir, load_state, read_metrics, restore_trainer,
-                      trainer_state)
+from .ema import EMA_SEED_OFFSET, WeightEMA
+from .run_dir import (METRICS_NAME, RESUME_MODES, STATE_NAME, RunDir, load_state, read_metrics, release_config,
+                      restore_trainer, trainer_state)
 
 __all__ = ["METRICS_NAME", "STATE_NAME", "TrainResult", "data_fingerprint", "load_state", "read_metrics", "train",
            "validate_images"]
@@ -63,13 +67,6 @@ def _seeds(seed: int) -> dict[str, int]:
     """Independent seeds for the four random streams of a run, all derived from ``seed``."""
     words = np.random.SeedSequence(int(seed)).generate_state(4, dtype=np.uint64)
     return {k: int(w) & ((1 << 63) - 1) for k, w in zip(("init", "data", "noise", "eval"), words)}
-
-
-def _versions() -> dict:
-    from gahb import __version__
-
-    return {"gahb": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "numpy": np.__version__}
 
 
 class _Residual(nn.Module):
@@ -134,6 +131,7 @@ class _Trainer:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.ema = WeightEMA(self.model, cfg.ema_halflife_kimg, cfg.ema_rampup_ratio) if cfg.ema_halflife_kimg else None
         self.data_gen = torch.Generator().manual_seed(self.seeds["data"])
         noise_dev = self.dev if (cfg.noise_on_device and self.dev.type == "cuda") else torch.device("cpu")
         self.noise_dev = noise_dev
@@ -210,6 +208,9 @@ class _Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        # Update the EMA of the weights (its half-life counts the images seen before this batch, as EDM's).
+        if self.ema is not None:
+            self.ema.update(self.model, b, self.images_seen)
         # Update the loss accumulator and the position in the epoch.
         self.acc_sum += local_sum.detach()
         self.acc_images += b
@@ -258,6 +259,9 @@ class _Trainer:
                 "train_loss": train_loss,
             }
             rec.update(self.eval_set.evaluate(self.model, self.dev))
+            if self.ema is not None:
+                self._calibrate_ema()
+                rec["ema"] = self.eval_set.evaluate(self.ema.model, self.dev)
             rec["images_per_s"] = rate
             rec["wall_time"] = self.wall_before + (time.perf_counter() - self.t_session)
             self.run_dir.append_metrics(rec)
@@ -267,34 +271,21 @@ class _Trainer:
         self.last_metrics = rec
         return rec
 
-    def _release_config(self) -> dict:
-        d = self.data_info
-        return {
-            "model": self.cfg.model.to_dict(),
-            "train": self.cfg.to_dict(),
-            "data": d,
-            "dataset": d.get("dataset"),
-            "N": self.n_train,
-            "subset": d.get("subset"),
-            "seed": self.cfg.seed,
-            "image_shape": list(self.img_shape),
-            "n_test": 0 if self.test_cpu is None else len(self.test_cpu),
-            "n_parameters": count_parameters(self.model),
-            "schedule": asdict(self.sched),
-            "progress": {"step": self.step, "total_steps": self.sched.total_steps,
-                         "epoch": self.step / self.sched.steps_per_epoch, "finished": self.finished},
-            "metrics": self.last_metrics,
-            "data_fingerprint": self.fingerprint,
-            "device": str(self.dev),
-            "world_size": self.ctx.world_size,
-            "versions": _versions(),
-        }
+    def _calibrate_ema(self) -> None:
+        """The EMA network's BF-BN statistics for its current weights (:mod:`gahb.training.ema`), from batches
+        of a generator of their own (seed + 2**21): a function of the EMA weights alone, so resume-safe."""
+        cfg = self.cfg
+        self.ema.calibrate(self.train_cpu, self.step, batches=cfg.ema_bn_batches, batch_size=cfg.batch_size,
+                           noise=cfg.noise, sigma_max=cfg.sigma_max, seed=cfg.seed + EMA_SEED_OFFSET)
 
     def _checkpoint(self) -> None:
         """``state.pt``, then the release, written by rank 0; every rank waits for them."""
         acc = torch.tensor(self._global_acc(), dtype=torch.float32)  # all ranks take part in the reduction
         if self.ctx.is_main:
-            self.run_dir.save_checkpoint(trainer_state(self, acc), self.model, self._release_config())
+            if self.ema is not None:
+                self._calibrate_ema()
+            self.run_dir.save_checkpoint(trainer_state(self, acc), self.model, release_config(self),
+                                         None if self.ema is None else self.ema.model)
         self.ctx.barrier()
 
     def _result(self, already: bool, resumed_from: int | None) -> TrainResult:
@@ -316,8 +307,11 @@ class _Trainer:
             raise ValueError(err)
         if self.ctx.is_main:
             self.run_dir.truncate_metrics(self.step)
-            if not self.run_dir.release_is_current(self.step):  # killed between state.pt and the release
-                self.run_dir.write_release(self.model, self._release_config())
+            if not self.run_dir.release_is_current(self.step, self.ema is not None):  # killed between the writes
+                if self.ema is not None:
+                    self._calibrate_ema()
+                self.run_dir.write_release(self.model, release_config(self),
+                                           None if self.ema is None else self.ema.model)
         self.ctx.barrier()
         return self.step
 

@@ -8,9 +8,13 @@ recipe does not name (the noise law, the evaluation sigmas, checkpoint spacing) 
 preset. The defaults are the paper's loss (eq. 4) on sigma in [0, 1]; anything else is a variant
 that the study's report labels (:data:`gahb.studies.common.PAPER_RECIPE`).
 
+The recipe also says which weights the study measures: ``weights = "ema"`` (the default) the
+exponential moving average of the weights that every network keeps (``ema_halflife_kimg``,
+:mod:`gahb.training.ema`), ``"raw"`` the weights training left.
+
 Fields marked :func:`~gahb.utils.config.added` joined the recipe after some studies had written
 results: ``before`` is the value those results trained with, so they stay reusable exactly when a
-run asks for that value.
+run asks for that value (no EMA, raw weights).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from gahb.utils.config import added
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a study trains each network; :meth:`train_config` for N images."""
+    """How a study trains each network (:meth:`train_config` for N images) and which of its weights it measures."""
 
     train_preset: str = "standard"  # training preset for everything the recipe does not name
     model: object = "unet-small"  # model preset name, or a dict of ModelConfig fields over unet-small's
@@ -42,6 +46,10 @@ class Recipe:
     eval_images: int = added(64, before=64)  # held-out images of the per-epoch evaluation
     eval_every: int = added(1, before=1)
     eval_unit: str = added("epoch", before="epoch")
+    # EMA of the weights (TrainConfig.ema_*; EDM's half-life in thousands of images and ramp-up; None: no EMA)
+    ema_halflife_kimg: float | None = added(500.0, before=None)
+    ema_rampup_ratio: float | None = added(0.05, before=0.05)
+    weights: str = added("ema", before="raw")  # the weights measured: "ema" (when kept, else raw) or "raw"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps", "images_per_epoch"):
@@ -52,6 +60,8 @@ class Recipe:
             raise ValueError("recipe: give epochs or steps")
         if not self.min_epochs >= 0:
             raise ValueError(f"recipe: min_epochs must be >= 0, got {self.min_epochs}")
+        if self.weights not in ("ema", "raw"):
+            raise ValueError(f"recipe: weights must be 'ema' or 'raw', got {self.weights!r}")
 
     def but(self, **changes) -> "Recipe":
         """A copy with some fields changed (for presets)."""
@@ -80,6 +90,7 @@ class Recipe:
                            lr_halve_unit=self.lr_halve_unit, sigma_max=float(self.sigma_max),
                            loss_weight=str(self.loss_weight), bn_recalibration_batches=int(self.bn_recalibration_batches),
                            eval_images=int(self.eval_images), eval_every=int(self.eval_every), eval_unit=self.eval_unit,
+                           ema_halflife_kimg=self.ema_halflife_kimg, ema_rampup_ratio=self.ema_rampup_ratio,
                            seed=int(seed), device=device)
 
 

@@ -9,21 +9,25 @@ Files in a run folder, written only by rank 0:
     Everything needed to continue (:func:`trainer_state`, :func:`restore_trainer`): weights,
     optimizer state, step/epoch/position within the epoch, the epoch's permutation, the states of
     every generator used, the partial loss accumulator.
-``model.safetensors`` + ``config.json``
-    The release (see :mod:`gahb.training.checkpoint`): weights, BF-BN running sds, architecture,
+``model.safetensors`` + ``model_ema.safetensors`` + ``config.json``
+    The release (see :mod:`gahb.training.checkpoint`): weights, BF-BN running sds, the EMA weights
+    with their recalibrated running sds (runs with an EMA, :mod:`gahb.training.ema`), architecture,
     the :class:`~gahb.training.config.TrainConfig`, data description, versions, progress and the
     latest metrics; all that inference needs.
 
-The other three are written atomically (temporary file, fsync, rename), in this order at every
-checkpoint: ``state.pt``, ``model.safetensors``, ``config.json``. Every evaluation is followed by a
-checkpoint, and its metrics line is appended first. ``state.pt`` is what a resume trusts;
-everything else is reconciled with it:
+The other files are written atomically (temporary file, fsync, rename), in this order at every
+checkpoint: ``state.pt`` (which holds the EMA weights too), ``model.safetensors``,
+``model_ema.safetensors``, ``config.json``. Every evaluation is followed by a checkpoint, and its
+metrics line is appended first. ``state.pt`` is what a resume trusts; everything else is reconciled
+with it:
 
 1. temporary files left by a write torn by a kill (``.*.tmp``) are deleted;
 2. the saved configuration, data and image shape are checked against the new call's
    (:meth:`RunDir.resume_error`);
 3. metrics lines written after the checkpoint are dropped (they will be recomputed);
-4. a release older than ``state.pt`` (a kill between the two writes) is rewritten from it.
+4. a release older than ``state.pt`` (a kill between the writes: ``config.json``, written last,
+   records another step or another EMA setting) is rewritten from it, the EMA network recalibrated
+   for the saved EMA weights exactly as before the kill.
 
 Data order and training noise come from explicit ``torch.Generator`` objects whose states are in
 ``state.pt``, so a run killed at any moment and resumed from its last checkpoint performs the same
@@ -37,20 +41,24 @@ import glob
 import json
 import math
 import os
+import platform
 import signal
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
-from gahb.models import ModelConfig
+from gahb.models import ModelConfig, count_parameters
 from gahb.utils.io import _atomic, append_jsonl, atomic_write_text, read_json
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_release
-from .config import RUNTIME_FIELDS, TrainConfig
+from .checkpoint import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, save_release
+from .config import LEGACY_VALUES, RUNTIME_FIELDS, TrainConfig
+from .ema import WeightEMA
 
 if TYPE_CHECKING:
     from .loop import _Trainer
@@ -61,8 +69,9 @@ STATE_FORMAT = 1
 RESUME_MODES = ("auto", "never", "require", "overwrite")
 
 # Fault injection for the kill-and-resume tests: SIGKILL self half-way through the k-th state.pt
-# write of a RunDir, leaving a torn temporary file. Inert when unset.
+# (model_ema.safetensors) write of a RunDir, leaving a torn temporary file. Inert when unset.
 _HOOK_KILL_IN_SAVE = "GAHB_TRAIN_TEST_KILL_IN_SAVE"
+_HOOK_KILL_IN_EMA_SAVE = "GAHB_TRAIN_TEST_KILL_IN_EMA_SAVE"
 
 
 def load_state(out_dir: str | os.PathLike) -> dict:
@@ -84,10 +93,11 @@ def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
 
 
 def _config_diff(saved: dict, new: dict) -> list[str]:
-    # A field added after a run was saved is absent from its dict; that run behaved as the
-    # field's default, so it is compared as such (old runs stay reusable). The defaults go
-    # through to_dict like ``new`` does, so tuples and nested configs compare in the same form.
-    defaults = TrainConfig().to_dict()
+    # A field added after a run was saved is absent from its dict. A field marked ``added`` compares
+    # as the value such runs had (``before``: no EMA); any other as its default, which kept the old
+    # behaviour. The defaults go through to_dict like ``new`` does, so tuples and nested configs
+    # compare in the same form.
+    defaults = {**TrainConfig().to_dict(), **LEGACY_VALUES}
     saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     if isinstance(saved.get("model"), dict):  # architecture fields added later: their defaults too
         saved["model"] = {**ModelConfig().to_dict(), **saved["model"]}
@@ -112,6 +122,7 @@ def trainer_state(t: _Trainer, acc_sum: torch.Tensor) -> dict:
         "images_seen": t.images_seen,
         "finished": t.finished,
         "model": {k: v.detach().cpu() for k, v in t.model.state_dict().items()},
+        **({"ema": t.ema.state_dict()} if t.ema is not None else {}),  # calibrated at this step (_checkpoint)
         "optimizer": t.opt.state_dict(),
         "rng": {"data": t.data_gen.get_state(), "noise": t.noise_gen.get_state().cpu(),
                 "noise_device": t.noise_dev.type, "torch": torch.get_rng_state(), "cuda": cuda},
@@ -124,12 +135,54 @@ def trainer_state(t: _Trainer, acc_sum: torch.Tensor) -> dict:
     }
 
 
+def _versions() -> dict:
+    from gahb import __version__
+
+    return {"gahb": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "numpy": np.__version__}
+
+
+def release_config(t: _Trainer) -> dict:
+    """The ``config.json`` of a trainer's release (:func:`gahb.training.checkpoint.save_release`)."""
+    d, cfg = t.data_info, t.cfg
+    ema = None if t.ema is None else {"halflife_kimg": cfg.ema_halflife_kimg, "rampup_ratio": cfg.ema_rampup_ratio,
+                                      "running_sd": f"recalibrated on {cfg.ema_bn_batches} training batches"}
+    return {
+        "model": cfg.model.to_dict(),
+        "train": cfg.to_dict(),
+        "data": d,
+        "dataset": d.get("dataset"),
+        "N": t.n_train,
+        "subset": d.get("subset"),
+        "seed": cfg.seed,
+        "image_shape": list(t.img_shape),
+        "n_test": 0 if t.test_cpu is None else len(t.test_cpu),
+        "n_parameters": count_parameters(t.model),
+        "schedule": asdict(t.sched),
+        "progress": {"step": t.step, "total_steps": t.sched.total_steps,
+                     "epoch": t.step / t.sched.steps_per_epoch, "finished": t.finished},
+        "metrics": t.last_metrics,
+        "ema": ema,
+        "data_fingerprint": t.fingerprint,
+        "device": str(t.dev),
+        "world_size": t.ctx.world_size,
+        "versions": _versions(),
+    }
+
+
 def restore_trainer(t: _Trainer, st: dict) -> str | None:
     """Load a checked state (:meth:`RunDir.resume_error`) into a freshly built trainer; an error message, or None."""
     if st.get("world_size", 1) != t.ctx.world_size and t.ctx.is_main:
         warnings.warn(f"resuming a run made with {st.get('world_size', 1)} process(es) on {t.ctx.world_size}: "
                       "BF-BN batch statistics change, so the result differs from an uninterrupted run", stacklevel=3)
     t.model.load_state_dict(st["model"])
+    if t.ema is not None and st.get("ema") is not None:
+        t.ema.load_state_dict(st["ema"], step=st["step"])
+    elif t.ema is not None:  # --force onto a run without an EMA: the average starts from the current weights
+        if t.ctx.is_main:
+            warnings.warn("the saved run kept no EMA of its weights; it starts from the weights at step "
+                          f"{st['step']}", stacklevel=3)
+        t.ema = WeightEMA(t.model, t.cfg.ema_halflife_kimg, t.cfg.ema_rampup_ratio)
     t.opt.load_state_dict(st["optimizer"])
     t.data_gen.set_state(st["rng"]["data"])
     if st["rng"].get("noise_device", "cpu") == t.noise_dev.type:
@@ -167,7 +220,9 @@ class RunDir:
         self.metrics_path = self.path / METRICS_NAME
         kill = os.environ.get(_HOOK_KILL_IN_SAVE)
         self._kill_in_save = int(kill) if kill else None
-        self._state_writes = 0
+        kill = os.environ.get(_HOOK_KILL_IN_EMA_SAVE)
+        self._kill_in_ema_save = int(kill) if kill else None
+        self._state_writes = self._ema_writes = 0
 
     def prepare(self, mode: str) -> tuple[str, str]:
         """Create the folder and apply the resume ``mode`` (one of :data:`RESUME_MODES`).
@@ -176,7 +231,7 @@ class RunDir:
         """
         out = self.path
         out.mkdir(parents=True, exist_ok=True)
-        release = [out / WEIGHTS_NAME, out / CONFIG_NAME]
+        release = [out / WEIGHTS_NAME, out / EMA_WEIGHTS_NAME, out / CONFIG_NAME]
         torn = list(map(Path, glob.glob(str(out / ".*.tmp"))))  # leftovers of writes torn by a kill
         if mode == "overwrite":
             for p in [self.state_path, self.metrics_path, *release, *torn]:
@@ -234,16 +289,20 @@ class RunDir:
     def append_metrics(self, record: dict) -> None:
         append_jsonl(self.metrics_path, record)
 
-    def release_is_current(self, step: int) -> bool:
-        """Whether ``model.safetensors`` and ``config.json`` were written at ``step``."""
+    def release_is_current(self, step: int, ema: bool = False) -> bool:
+        """Whether the release was written at ``step``, with EMA weights exactly when ``ema``."""
         try:
             cfg = read_json(self.path / CONFIG_NAME)
         except (OSError, ValueError):
             return False
-        return (self.path / WEIGHTS_NAME).exists() and cfg.get("progress", {}).get("step") == step
+        files = [WEIGHTS_NAME] + ([EMA_WEIGHTS_NAME] if ema else [])
+        return (all((self.path / f).exists() for f in files) and cfg.get("progress", {}).get("step") == step
+                and bool(cfg.get("ema")) == ema and (ema or not (self.path / EMA_WEIGHTS_NAME).exists()))
 
-    def write_release(self, model: nn.Module, config: dict) -> None:
-        save_release(model, self.path, config)
+    def write_release(self, model: nn.Module, config: dict, ema: nn.Module | None = None) -> None:
+        self._ema_writes += ema is not None
+        kill = ema is not None and self._kill_in_ema_save == self._ema_writes
+        save_release(model, self.path, config, ema, on_ema_written=_tear_and_kill if kill else None)
 
     def save_state(self, state: dict) -> None:
         """Write ``state.pt`` atomically: a kill leaves the previous one intact."""
@@ -257,7 +316,7 @@ class RunDir:
 
         _atomic(self.state_path, write)
 
-    def save_checkpoint(self, state: dict, model: nn.Module, release_config: dict) -> None:
+    def save_checkpoint(self, state: dict, model: nn.Module, release_config: dict, ema: nn.Module | None = None) -> None:
         """``state.pt`` first (what a resume trusts), then the release."""
         self.save_state(state)
-        self.write_release(model, release_config)
+        self.write_release(model, release_config, ema)
