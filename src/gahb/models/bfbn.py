@@ -18,6 +18,32 @@ GAMMA_CLIP = 0.025
 EPS = 1e-5
 
 
+class _BatchScale(torch.autograd.Function):
+    """y = x * gamma / sd(x) over the batch, with sd = sqrt(biased variance + eps) per channel: the
+    training-mode BF-BN in two passes for the statistics (mean, then centred squares: ``Tensor.var``
+    over the batch and spatial axes is several times slower on CPU) and its gradient in closed form:
+
+        dL/dgamma_c = sum g x / sd_c,
+        dL/dx = g gamma / sd - gamma (sum_c g x) (x - mean_c) / (M sd_c^3),   M = N H W.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gamma: torch.Tensor, eps: float):
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        xc = x - mean
+        sd = (xc.pow(2).mean(dim=(0, 2, 3), keepdim=True) + eps).sqrt()
+        ctx.save_for_backward(x, xc, sd, gamma)
+        return x * (gamma / sd), sd
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor, _gsd):
+        x, xc, sd, gamma = ctx.saved_tensors
+        m = x.numel() // x.shape[1]
+        a = (gy * x).sum(dim=(0, 2, 3), keepdim=True)
+        dx = gy * (gamma / sd) - (gamma * a / (m * sd.pow(3))) * xc
+        return dx, a / sd, None
+
+
 class BFBatchNorm2d(nn.Module):
     """Bias-free batch norm: ``y_c = gamma_c * x_c / s_c``.
 
@@ -39,12 +65,11 @@ class BFBatchNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            sd = torch.sqrt(x.var(dim=(0, 2, 3), keepdim=True, unbiased=False) + self.eps)
+            y, sd = _BatchScale.apply(x, self.gammas, self.eps)
             with torch.no_grad():
                 self.running_sd.mul_(1.0 - self.momentum).add_(self.momentum * sd.detach())
-        else:
-            sd = self.running_sd
-        return x * (self.gammas / sd)
+            return y
+        return x * (self.gammas / self.running_sd)
 
     def scale(self) -> torch.Tensor:
         """The eval-mode per-channel factor ``gamma / running_sd``, shape (C,)."""
