@@ -47,7 +47,7 @@ class Recipe:
     eval_every: int = added(1, before=1)
     eval_unit: str = added("epoch", before="epoch")
     # EMA of the weights (TrainConfig.ema_*; EDM's half-life in thousands of images and ramp-up; None: no EMA)
-    ema_halflife_kimg: float | None = added(500.0, before=None)
+    ema_halflife_kimg: float | None = added(2.0, before=None)
     ema_rampup_ratio: float | None = added(0.05, before=0.05)
     weights: str = added("ema", before="raw")  # the weights measured: "ema" (when kept, else raw) or "raw"
 
