@@ -4,7 +4,7 @@ One process, ``--threads`` torch threads (1 or 2), same model for every row wher
 (unet-small at 28x28: a trained run folder, or trained here briefly). Measured:
 
 1. training throughput, images/s of the full training step (quadratic sigma law, residual loss,
-   backward, Adam) at batch 64: NCHW (the trainer's default) vs channels_last
+   backward, Adam) at batch 64: NCHW (`--no-channels-last`) vs channels_last (the trainer's default)
    (:func:`benchmarks.bench_training.bench`);
 2. sampling (Algorithm 1, ``paper`` preset), seconds per sample: one sample at a time, one network
    call per step, as in the official loop (:func:`benchmarks.bench_sampling.reference_sample`), vs
@@ -113,8 +113,8 @@ def main() -> None:
     for cl in (False, True, False, True):  # alternated, so a burst of load hits both
         r = bench_train("small", 64, dev, cl, False, False, 2, args.train_timed_steps)
         tr[cl] = max(tr.get(cl, 0.0), r["images_per_s"])
-    rows.append(("training, unet-small 28x28, batch 64", "images/s", "NCHW (`gahb train` default)", tr[False],
-                 "`gahb train --channels-last`", tr[True], True, ""))
+    rows.append(("training, unet-small 28x28, batch 64", "images/s", "NCHW (`gahb train --no-channels-last`)", tr[False],
+                 "channels_last (`gahb train` default)", tr[True], True, ""))
     print(f"training: {tr[False]:.1f} images/s NCHW, {tr[True]:.1f} channels_last", flush=True)
 
     # 2. sampling ---------------------------------------------------------------------------------

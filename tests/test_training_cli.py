@@ -103,6 +103,10 @@ def test_train_cli_dry_run_resolves_presets(capsys):
     assert main(["train", "--out", "unused", "--arch", "bfcnn", "--layers", "9", "--dry-run"]) == 0
     cfg = TrainConfig.from_json(capsys.readouterr().out)
     assert cfg.model.arch == "bfcnn" and cfg.model.num_layers == 9
+    # channels_last is on unless turned off (a runtime choice: the same maths in another memory layout)
+    assert cfg.channels_last is True
+    assert main(["train", "--out", "unused", "--no-channels-last", "--dry-run"]) == 0
+    assert TrainConfig.from_json(capsys.readouterr().out).channels_last is False
 
 
 def test_denoise_image_known_answers():
