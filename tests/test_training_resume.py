@@ -25,7 +25,7 @@ from gahb.models import ModelConfig
 from gahb.training import load_state, make_config, read_metrics, train
 from gahb.training import loop
 from gahb.training.checkpoint import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME
-from gahb.training.run_dir import STATE_NAME, RunDir
+from gahb.training.run_dir import LOCK_NAME, METRICS_NAME, STATE_NAME, RunDir, RunFolderBusy
 
 SCRIPT = textwrap.dedent(
     """
@@ -240,3 +240,43 @@ def test_failed_state_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     st = torch.load(path, weights_only=True)
     assert st["step"] == 1 and torch.equal(st["w"], torch.arange(1000.0))
     assert [p.name for p in tmp_path.iterdir()] == [STATE_NAME]
+
+
+def test_a_second_process_stops_at_a_live_run_and_a_killed_holder_frees_the_folder(script, tmp_path):
+    """The run folder's lock: training into a folder that a live process trains into fails with a message
+    naming that process and changes no file (even with resume="overwrite"); once the holder is SIGKILLed
+    the folder is free and the run resumes."""
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=_env(GAHB_TRAIN_TEST_STEP_SLEEP=0.05),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    x, xt = _data()
+    try:
+        deadline = time.time() + 120
+        while not ((tmp_path / STATE_NAME).exists() and load_state(tmp_path)["step"] >= 4):
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"training exited early: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.02)
+        before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.name != METRICS_NAME}
+        with pytest.raises(RunFolderBusy, match=rf"in use: pid {proc.pid} .*{LOCK_NAME}"):
+            train(_cfg(), x, xt, tmp_path, progress=False, resume="overwrite")
+        assert proc.poll() is None  # the holder was not disturbed ...
+        assert {p.name for p in tmp_path.iterdir()} >= set(before)  # ... and nothing of its run was deleted
+        proc.kill()
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    res = train(_cfg(), x, xt, tmp_path, progress=False)  # the OS released the lock with its holder
+    assert res.finished and res.resumed_from is not None and res.resumed_from >= 4
+    again = RunDir(tmp_path)  # and train() released it on return (flock conflicts within one process too)
+    again.lock()
+    again.unlock()
+
+
+def test_the_lock_is_released_when_training_stops_with_an_error(tmp_path, monkeypatch):
+    """An exception out of train() releases the folder even while the trainer is still referenced (by the
+    exception here; by a traceback in a notebook), so retrying in the same process works."""
+    x, xt = _data()
+    trainer = _train_interrupted(monkeypatch, 5, _cfg(), x, xt, tmp_path, progress=False)
+    assert trainer.step == 5  # alive, with its run folder
+    again = RunDir(tmp_path)
+    again.lock()
+    again.unlock()

@@ -38,8 +38,8 @@ from .evaluate import EvalSet
 from .inputs import data_fingerprint, validate_images
 from .noise import denoising_loss, draw_noise, loss_weights
 from .ema import EMA_SEED_OFFSET, WeightEMA
-from .run_dir import (METRICS_NAME, RESUME_MODES, STATE_NAME, RunDir, load_state, read_metrics, release_config,
-                      restore_trainer, trainer_state)
+from .run_dir import (METRICS_NAME, RESUME_MODES, STATE_NAME, RunDir, RunFolderBusy, load_state, read_metrics,
+                      release_config, restore_trainer, trainer_state)
 
 __all__ = ["METRICS_NAME", "STATE_NAME", "TrainResult", "data_fingerprint", "load_state", "read_metrics", "train",
            "validate_images"]
@@ -320,9 +320,17 @@ class _Trainer:
         self.t_session = time.perf_counter()
         self._build()
 
-        # Prepare the run folder: rank 0 decides, every rank follows.
-        decision = self.run_dir.prepare(self.resume_mode) if ctx.is_main else ("", "")
+        # Prepare the run folder: rank 0 locks it against a second process, decides, every rank follows.
+        decision = ("", "")
+        if ctx.is_main:
+            try:
+                self.run_dir.lock()
+                decision = self.run_dir.prepare(self.resume_mode)
+            except RunFolderBusy as exc:
+                decision = ("busy", str(exc))
         kind, msg = ctx.broadcast_object(decision)
+        if kind == "busy":
+            raise RunFolderBusy(msg)
         if kind == "exists":
             raise FileExistsError(msg)
         if kind == "missing":
@@ -434,6 +442,9 @@ def train(
     ctx = init_distributed(cfg.device)
     try:
         trainer = _Trainer(cfg, ctx, train_images, test_images, out_dir, progress, data_info, resume, force)
-        return trainer.run()
+        try:
+            return trainer.run()
+        finally:
+            trainer.run_dir.unlock()
     finally:
         ctx.close()

@@ -15,6 +15,11 @@ Files in a run folder, written only by rank 0:
     the :class:`~gahb.training.config.TrainConfig`, data description, versions, progress and the
     latest metrics; all that inference needs.
 
+``.lock``
+    Held (``fcntl.flock``) by the process training into the folder, for as long as it runs: a second
+    process stops with :class:`RunFolderBusy` before touching any file. The operating system releases
+    it when its holder exits or dies, even by SIGKILL, so a killed run can be resumed at once.
+
 The other files are written atomically (temporary file, fsync, rename), in this order at every
 checkpoint: ``state.pt`` (which holds the EMA weights too), ``model.safetensors``,
 ``model_ema.safetensors``, ``config.json``. Every evaluation is followed by a checkpoint, and its
@@ -65,6 +70,7 @@ if TYPE_CHECKING:
 
 STATE_NAME = "state.pt"
 METRICS_NAME = "metrics.jsonl"
+LOCK_NAME = ".lock"
 STATE_FORMAT = 1
 RESUME_MODES = ("auto", "never", "require", "overwrite")
 
@@ -72,6 +78,10 @@ RESUME_MODES = ("auto", "never", "require", "overwrite")
 # (model_ema.safetensors) write of a RunDir, leaving a torn temporary file. Inert when unset.
 _HOOK_KILL_IN_SAVE = "GAHB_TRAIN_TEST_KILL_IN_SAVE"
 _HOOK_KILL_IN_EMA_SAVE = "GAHB_TRAIN_TEST_KILL_IN_EMA_SAVE"
+
+
+class RunFolderBusy(FileExistsError):
+    """Another live process is training into this run folder (it holds the folder's lock)."""
 
 
 def load_state(out_dir: str | os.PathLike) -> dict:
@@ -223,6 +233,42 @@ class RunDir:
         kill = os.environ.get(_HOOK_KILL_IN_EMA_SAVE)
         self._kill_in_ema_save = int(kill) if kill else None
         self._state_writes = self._ema_writes = 0
+        self._lock = None
+
+    def lock(self) -> None:
+        """Take the folder's lock for this process (until :meth:`unlock` or the process ends), or raise
+        :class:`RunFolderBusy` naming the holder. The lock is advisory (``fcntl.flock``): the OS drops it
+        when the holder dies, however it dies; where ``fcntl`` does not exist (Windows) nothing is locked."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        if self._lock is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path / LOCK_NAME, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "a process"
+            fh.close()
+            raise RunFolderBusy(f"{self.path} is in use: {holder} is training into it (it holds "
+                                f"{self.path / LOCK_NAME}); wait for it to end, or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {platform.node()}\n")
+        fh.flush()
+        self._lock = fh
+
+    def unlock(self) -> None:
+        """Release the folder's lock (the lock file stays; it is free once no process holds it)."""
+        if self._lock is not None:
+            import fcntl
+
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
 
     def prepare(self, mode: str) -> tuple[str, str]:
         """Create the folder and apply the resume ``mode`` (one of :data:`RESUME_MODES`).
