@@ -10,7 +10,9 @@ import torch.nn.functional as F
 
 from gahb.models import ModelConfig
 from gahb.training import load_denoiser, load_state, make_config, read_metrics, train
+from gahb.training.checkpoint import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME
 from gahb.training.loop import METRICS_NAME, STATE_NAME
+from gahb.utils.io import CorruptFileError
 
 
 def smooth_images(n: int, seed: int, size: int = 16) -> torch.Tensor:
@@ -142,6 +144,28 @@ def test_runs_saved_before_a_field_existed_stay_reusable(trained_run, tmp_path):
     # The missing field counts as its default, so a non-default value is still a mismatch.
     with pytest.raises(ValueError, match="different configuration.*loss_weight"):
         train(tiny_cfg(loss_weight="eps"), x, xt, old, progress=False)
+
+
+@pytest.mark.parametrize("name", [STATE_NAME, CONFIG_NAME, WEIGHTS_NAME, EMA_WEIGHTS_NAME])
+def test_a_truncated_run_file_is_named_and_nothing_is_retrained_over_it(trained_run, tmp_path, name):
+    """Half of one file of a finished run: resuming (state) or loading (release) fails with an error that
+    names the file, and no file of the run is rewritten (a torn config.json is repaired from state.pt by
+    the resume protocol, so it is checked by loading)."""
+    import re
+    import shutil
+
+    out, _, x, xt = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    torn = run / name
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(CorruptFileError, match=re.escape(str(torn))):
+        if name == STATE_NAME:
+            train(tiny_cfg(), x, xt, run, progress=False)
+        else:
+            load_denoiser(run, weights="raw" if name == WEIGHTS_NAME else "ema")
+    assert {k: (run / k).read_bytes() for k in before} == before
 
 
 def test_eps_weighted_training_learns(tmp_path):

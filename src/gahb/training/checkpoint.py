@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from gahb.models import ModelConfig, build_model
-from gahb.utils.io import _atomic, atomic_write_json, read_json
+from gahb.utils.io import CorruptFileError, _atomic, atomic_write_json, read_json
 
 WEIGHTS_NAME = "model.safetensors"
 EMA_WEIGHTS_NAME = "model_ema.safetensors"
@@ -129,6 +129,11 @@ def load_denoiser(path: str | os.PathLike, device: str | torch.device = "cpu",
         raise ValueError(f"{cfg_path} has no 'model' section")
     weights_path, kind = _choose(path, weights_path, config, weights)
     model = build_model(ModelConfig.from_dict(config["model"]))
-    model.load_state_dict(_clean_state_dict(load_file(str(weights_path))))
+    try:
+        state = load_file(str(weights_path))
+    except Exception as exc:  # safetensors raises its own error type for a torn or foreign file
+        raise CorruptFileError(f"{weights_path} cannot be read as safetensors weights (truncated or corrupted?): "
+                               f"{exc}") from None
+    model.load_state_dict(_clean_state_dict(state))
     model.to(device).eval()
     return model, {**config, "weights": kind, "weights_file": str(weights_path)}

@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from gahb.models import ModelConfig, count_parameters
-from gahb.utils.io import _atomic, append_jsonl, atomic_write_text, read_json
+from gahb.utils.io import CorruptFileError, _atomic, append_jsonl, atomic_write_text, read_json
 
 from .checkpoint import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, save_release
 from .config import LEGACY_VALUES, RUNTIME_FIELDS, TrainConfig
@@ -85,8 +85,16 @@ class RunFolderBusy(FileExistsError):
 
 
 def load_state(out_dir: str | os.PathLike) -> dict:
-    """The training state of a run folder (CPU tensors)."""
-    return torch.load(Path(out_dir) / STATE_NAME, map_location="cpu", weights_only=True)
+    """The training state of a run folder (CPU tensors); :class:`CorruptFileError` naming the file when it
+    cannot be read (it is never replaced by a fresh run behind the caller's back)."""
+    path = Path(out_dir) / STATE_NAME
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torn zip, foreign pickle (refused by weights_only), ...
+        raise CorruptFileError(f"{path} cannot be read as a training state (truncated or corrupted?): {exc}. "
+                               "Nothing was overwritten: restore it, or start over with --fresh") from None
 
 
 def read_metrics(out_dir: str | os.PathLike) -> list[dict]:

@@ -70,9 +70,18 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
     return atomic_write_text(path, json.dumps(_jsonable(obj), indent=indent, sort_keys=False) + "\n")
 
 
+class CorruptFileError(ValueError):
+    """A file that exists but cannot be read as what it should be (truncated, torn, or not ours)."""
+
+
 def read_json(path: str | os.PathLike) -> Any:
+    """The JSON document in ``path``; a file that does not parse raises :class:`CorruptFileError` naming it."""
     with open(path, "r", encoding="utf-8") as fh:
-        return json.load(fh)
+        text = fh.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CorruptFileError(f"{path} is not valid JSON ({len(text)} bytes; truncated or corrupted?): {exc}") from None
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
