@@ -126,3 +126,17 @@ def test_denoise_image_known_answers():
     assert denoise_image(Oracle(), clean, 0.1, seed=1)["psnr_out"] > 150
     r2 = denoise_image(Identity(), clean, 0.1, seed=1)
     assert torch.equal(r["noisy"], r2["noisy"])
+
+
+@pytest.mark.parametrize("bad, message", [(["--epochs", "-1"], "epochs"), (["--lr", "-1"], "lr must be positive"),
+                                          (["--batch-size", "0"], "batch_size")])
+def test_train_cli_checks_its_settings_before_reading_any_data(bad, message, tmp_path, monkeypatch, capsys):
+    import gahb.data
+
+    def no_data(*a, **k):
+        raise AssertionError("the dataset was read before the settings were checked")
+
+    monkeypatch.setattr(gahb.data, "load_split", no_data)
+    assert main(["train", "--dataset", "fashion-mnist", "--n", "10", "--out", str(tmp_path / "run"), *bad]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

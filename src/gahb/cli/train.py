@@ -176,8 +176,8 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     main = int(os.environ.get("RANK", "0")) == 0
     progress = not args.no_progress and main
+    cfg = build_config(args)  # every training setting checked before any data is read or deduplicated
     if args.dry_run:
-        cfg = build_config(args)
         print(cfg.to_json())
         return 0
     from gahb.data import load_split
