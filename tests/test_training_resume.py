@@ -3,7 +3,8 @@
 The killed runs are real processes that receive SIGKILL (no cleanup, no atexit): once from
 themselves right after an optimizer step, once in the middle of writing ``state.pt`` and once in
 the middle of writing ``model_ema.safetensors`` (each leaving a torn temporary file), once from the
-test at an arbitrary moment. The runs keep an EMA of their weights. On the CPU with one thread the
+test at an arbitrary moment; in process, a run that dies between a metrics line and its checkpoint
+and a metrics line torn in half. The runs keep an EMA of their weights. On the CPU with one thread the
 resumed weights, EMA weights, optimizer state and logged losses are bit-identical to the
 uninterrupted run.
 """
@@ -280,3 +281,39 @@ def test_the_lock_is_released_when_training_stops_with_an_error(tmp_path, monkey
     again = RunDir(tmp_path)
     again.lock()
     again.unlock()
+
+
+def test_a_kill_between_a_metrics_line_and_its_checkpoint_duplicates_no_line(reference, tmp_path, monkeypatch):
+    """The evaluation at step 20 appends its metrics line, then the run dies writing that checkpoint. The
+    resume (from step 16) drops the line and recomputes it: the finished log has it once."""
+    torch.set_num_threads(1)
+    x, xt = _data()
+    real = RunDir.save_state
+
+    def die_at_20(self, state):
+        if state["step"] == 20:
+            raise _Interrupted(None)
+        return real(self, state)
+
+    with monkeypatch.context() as m:
+        m.setattr(RunDir, "save_state", die_at_20)
+        with pytest.raises(_Interrupted):
+            train(_cfg(), x, xt, tmp_path, progress=False)
+    assert load_state(tmp_path)["step"] == 16
+    assert read_metrics(tmp_path)[-1]["step"] == 20  # written before its checkpoint
+    res = train(_cfg(), x, xt, tmp_path, progress=False)
+    assert res.resumed_from == 16 and res.finished
+    _assert_same_as_reference(tmp_path, reference)
+
+
+def test_a_torn_metrics_line_loses_no_later_line(reference, tmp_path, monkeypatch):
+    """A kill in the middle of an append leaves half a line without its newline. The resume rewrites the
+    log without it, so the next line is not glued onto it (and lost)."""
+    torch.set_num_threads(1)
+    x, xt = _data()
+    _train_interrupted(monkeypatch, 13, _cfg(), x, xt, tmp_path, progress=False)  # last checkpoint: step 12
+    with open(tmp_path / METRICS_NAME, "a", encoding="utf-8") as fh:
+        fh.write('{"step": 13, "train_lo')
+    res = train(_cfg(), x, xt, tmp_path, progress=False)
+    assert res.resumed_from == 12 and res.finished
+    _assert_same_as_reference(tmp_path, reference)
