@@ -317,3 +317,56 @@ def test_a_torn_metrics_line_loses_no_later_line(reference, tmp_path, monkeypatc
     res = train(_cfg(), x, xt, tmp_path, progress=False)
     assert res.resumed_from == 12 and res.finished
     _assert_same_as_reference(tmp_path, reference)
+
+
+KILL_POINTS = [(name, phase) for name in (STATE_NAME, WEIGHTS_NAME, EMA_WEIGHTS_NAME, CONFIG_NAME)
+               for phase in ("before", "written", "renamed")]
+
+
+@pytest.mark.parametrize("name, phase", KILL_POINTS, ids=[f"{n}-{p}" for n, p in KILL_POINTS])
+def test_sigkill_at_every_point_of_a_checkpoint_write(reference, script, tmp_path, name, phase):
+    """SIGKILL at the last checkpoint (step 30, the 10th write of each file): before each file's temporary
+    write, after it (not renamed), after its rename; state.pt's rename is the point between the state and
+    the release. The resume yields the uninterrupted run and a release that matches state.pt: from step 28
+    it trains again; from the finished state it only repairs the release."""
+    killed = _run(script, tmp_path, GAHB_TEST_KILL_AT_WRITE=f"{name}:{phase}:10")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert load_state(tmp_path)["step"] == (30 if name != STATE_NAME or phase == "renamed" else 28)
+    torch.set_num_threads(1)
+    x, xt = _data()
+    res = train(_cfg(), x, xt, tmp_path, progress=False)
+    assert res.finished and not list(tmp_path.glob(".*.tmp"))
+    _assert_same_as_reference(tmp_path, reference)
+
+
+def test_a_full_disk_stops_training_with_a_clear_error_and_keeps_the_last_checkpoint(reference, tmp_path,
+                                                                                     monkeypatch):
+    """The disk fills while state.pt is written at step 8 (a patched torch.save writes a few bytes, then fails
+    with ENOSPC): training stops with an error naming the file and saying the previous one is unchanged;
+    the step-4 checkpoint is intact, and after space is freed the resume gives the uninterrupted run."""
+    import errno
+
+    from gahb.utils.io import WriteError
+
+    torch.set_num_threads(1)
+    x, xt = _data()
+    real, calls = torch.save, []
+
+    def full_disk(obj, f, *a, **k):
+        calls.append(f)
+        if len(calls) == 3:  # state.pt at steps 0, 4, then 8
+            with open(f, "wb") as fh:
+                fh.write(b"PK\x03\x04 partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", full_disk)
+        with pytest.raises(WriteError, match=r"could not write .*state\.pt \(No space left on device\); "
+                                             r"the previous state\.pt is unchanged"):
+            train(_cfg(), x, xt, tmp_path, progress=False)
+    assert load_state(tmp_path)["step"] == 4 and not list(tmp_path.glob(".*.tmp"))
+    _assert_release_matches_state(tmp_path)
+    res = train(_cfg(), x, xt, tmp_path, progress=False)
+    assert res.resumed_from == 4 and res.finished
+    _assert_same_as_reference(tmp_path, reference)

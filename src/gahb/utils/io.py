@@ -9,25 +9,56 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 
+# Fault injection for the kill-at-every-point tests: "<file name>:<phase>:<k>" SIGKILLs this process the
+# k-th time a write of that file reaches the phase: "before" (empty temporary file created), "written"
+# (temporary file complete and fsynced, not renamed), "renamed" (the new file in place). Inert when unset.
+_HOOK_KILL_AT_WRITE = "GAHB_TEST_KILL_AT_WRITE"
+_hook_counts: dict[tuple[str, str], int] = {}
+
+
+def _kill_point(path: Path, phase: str) -> None:
+    spec = os.environ.get(_HOOK_KILL_AT_WRITE)
+    if not spec:
+        return
+    name, when, k = spec.rsplit(":", 2)
+    if name == path.name and when == phase:
+        _hook_counts[name, when] = _hook_counts.get((name, when), 0) + 1
+        if _hook_counts[name, when] == int(k):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class WriteError(OSError):
+    """An atomic write that failed (a full disk, a lost mount): the file keeps its previous content."""
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Write ``path`` through a temporary file in its folder: write, fsync, rename (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        _kill_point(path, "before")
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _kill_point(path, "written")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):  # e.g. a full disk
+            prev = "is unchanged" if path.exists() else "did not exist"
+            raise WriteError(exc.errno, f"could not write {path} ({exc.strerror or exc}); the previous "
+                                        f"{path.name} {prev}") from exc
         raise
+    _kill_point(path, "renamed")
     return path
 
 
