@@ -32,6 +32,16 @@ def make_tiny(arch: str = "unet", seed: int = 0, **kw) -> torch.nn.Module:
     return randomize_bn(build_model(cfg), seed).eval()
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """Every device this machine has: the CPU always, CUDA when present (as deepinv's tests do). Numeric
+    identities take it; bit-identity and timing tests stay on the CPU."""
+    return torch.device(request.param)
+
+
 @pytest.fixture(params=["unet", "bfcnn"])
 def tiny_model(request):
     """A tiny eval-mode network of each architecture."""

@@ -51,10 +51,10 @@ def test_bfbn_gamma_init_is_small_and_clipped():
 
 
 @pytest.mark.parametrize("a", [0.1, 0.7, 3.0, 25.0])
-def test_homogeneity_in_eval_mode(tiny_model, a):
+def test_homogeneity_in_eval_mode(tiny_model, a, device):
     """f(a y) = a f(y) for a > 0 (paper eq. 6): no additive constant anywhere."""
-    y = torch.rand(3, 1, 16, 16, dtype=torch.float64)
-    model = tiny_model.double()
+    y = torch.rand(3, 1, 16, 16, dtype=torch.float64).to(device)
+    model = tiny_model.double().to(device)
     r = model.residual(y)
     assert r.abs().max() > 1e-2, "the residual is ~0: the identity would hold trivially"
     torch.testing.assert_close(model(a * y), a * model(y), rtol=1e-10, atol=1e-12)
@@ -69,10 +69,10 @@ def test_homogeneity_fails_with_a_bias():
     assert (model(3 * y) - 3 * model(y)).abs().max() > 1e-6
 
 
-def test_jacobian_times_input_equals_output(tiny_model):
+def test_jacobian_times_input_equals_output(tiny_model, device):
     """J(y) y = f(y) for a bias-free piecewise-linear network, via a forward-mode JVP."""
-    model = tiny_model.double()
-    y = torch.rand(1, 1, 16, 16, dtype=torch.float64)
+    model = tiny_model.double().to(device)
+    y = torch.rand(1, 1, 16, 16, dtype=torch.float64).to(device)
     fy, jy = torch.func.jvp(model, (y,), (y,))
     torch.testing.assert_close(jy, fy, rtol=1e-10, atol=1e-12)
     assert (fy - y).abs().max() > 1e-2
@@ -102,8 +102,9 @@ def test_wrong_channels_or_rank_is_a_clear_error(tiny_unet):
         tiny_unet(torch.rand(16, 16))
 
 
-def test_fold_batchnorm_is_exact_and_removes_bn(tiny_model):
-    y = torch.rand(2, 1, 16, 16)
+def test_fold_batchnorm_is_exact_and_removes_bn(tiny_model, device):
+    y = torch.rand(2, 1, 16, 16).to(device)
+    tiny_model = tiny_model.to(device)
     folded = fold_batchnorm(tiny_model)
     assert not any(isinstance(m, BFBatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, BFBatchNorm2d) for m in tiny_model.modules()), "original untouched"
@@ -127,15 +128,15 @@ def test_multichannel_models():
     assert model(y).shape == y.shape
 
 
-def test_train_mode_bfbn_matches_the_batch_variance_definition_and_its_gradient():
+def test_train_mode_bfbn_matches_the_batch_variance_definition_and_its_gradient(device):
     """The closed-form training-mode BF-BN (two-pass statistics, analytic gradient) equals y = x gamma / sd with
     sd from Tensor.var, value and gradients, to float64 rounding; gradcheck confirms the backward."""
     from gahb.models.bfbn import _BatchScale
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 3, 5, 6, generator=g, dtype=torch.float64) * 2 + 0.7
-    gamma = torch.randn(1, 3, 1, 1, generator=g, dtype=torch.float64)
-    gy = torch.randn(4, 3, 5, 6, generator=g, dtype=torch.float64)
+    x = (torch.randn(4, 3, 5, 6, generator=g, dtype=torch.float64) * 2 + 0.7).to(device)
+    gamma = torch.randn(1, 3, 1, 1, generator=g, dtype=torch.float64).to(device)
+    gy = torch.randn(4, 3, 5, 6, generator=g, dtype=torch.float64).to(device)
     ref_in = [x.clone().requires_grad_(), gamma.clone().requires_grad_()]
     sd = torch.sqrt(ref_in[0].var(dim=(0, 2, 3), keepdim=True, unbiased=False) + 1e-5)
     (ref_in[0] * (ref_in[1] / sd) * gy).sum().backward()
