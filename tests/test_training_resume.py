@@ -92,7 +92,7 @@ def script(tmp_path):
 def _env(**hooks):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     for k in list(env):
-        if k.startswith("GAHB_TRAIN_TEST_"):
+        if k.startswith(("GAHB_TRAIN_TEST_", "GAHB_TEST_")):
             del env[k]
     env.update({k: str(v) for k, v in hooks.items()})
     return env
@@ -177,14 +177,14 @@ def test_sigkill_after_a_step_and_during_a_checkpoint_write(reference, script, t
     assert st["step"] == 16 and not st["finished"] and st["batch_in_epoch"] == 6 and st["perm"] is not None
     # 2) Resume, and SIGKILL half-way through writing the second state after resuming (step 24;
     #    checkpoints at 20 (end of epoch 2) and 24), leaving a torn temporary file.
-    killed = _run(script, tmp_path, GAHB_TRAIN_TEST_KILL_IN_SAVE=2)
+    killed = _run(script, tmp_path, GAHB_TEST_KILL_AT_WRITE="state.pt:torn:2")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     torn = list(tmp_path.glob(".state.pt.*.tmp"))
     assert len(torn) == 1 and torn[0].stat().st_size < (tmp_path / STATE_NAME).stat().st_size * 0.75
     assert load_state(tmp_path)["step"] == 20  # the previous checkpoint is intact and loadable
     # 3) Resume, and SIGKILL half-way through writing model_ema.safetensors at the next checkpoint
     #    (step 24): state.pt and model.safetensors are new, model_ema.safetensors and config.json old.
-    killed = _run(script, tmp_path, GAHB_TRAIN_TEST_KILL_IN_EMA_SAVE=1)
+    killed = _run(script, tmp_path, GAHB_TEST_KILL_AT_WRITE="model_ema.safetensors:torn:1")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(list(tmp_path.glob(".model_ema.safetensors.*.tmp"))) == 1
     assert load_state(tmp_path)["step"] == 24

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,32 +38,22 @@ def _clean_state_dict(state: dict) -> dict:
     return {strip_prefixes(k): v.detach().contiguous().cpu() for k, v in state.items()}
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None, *,
-                 on_written: Callable[[str], None] | None = None) -> Path:
-    """Write the model's parameters and buffers (BF-BN ``running_sd`` included) as safetensors, atomically.
-
-    ``on_written(tmp)`` runs after the temporary file is written, before the rename (fault injection in tests)."""
+def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write the model's parameters and buffers (BF-BN ``running_sd`` included) as safetensors, atomically."""
     from safetensors.torch import save_file
 
     state = _clean_state_dict(model.state_dict())
     meta = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in (metadata or {}).items()}
-
-    def write(tmp: str) -> None:
-        save_file(state, tmp, metadata=meta)
-        if on_written is not None:
-            on_written(tmp)
-
-    return _atomic(path, write)
+    return _atomic(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
-def save_release(model: nn.Module, run_dir: str | os.PathLike, config: dict, ema: nn.Module | None = None, *,
-                 on_ema_written: Callable[[str], None] | None = None) -> None:
+def save_release(model: nn.Module, run_dir: str | os.PathLike, config: dict, ema: nn.Module | None = None) -> None:
     """Write ``model.safetensors``, ``model_ema.safetensors`` (``ema``; without it a stale one is deleted)
     and ``config.json``, in this order: a current ``config.json`` means current weights."""
     run_dir = Path(run_dir)
     save_weights(model, run_dir / WEIGHTS_NAME)
     if ema is not None:
-        save_weights(ema, run_dir / EMA_WEIGHTS_NAME, on_written=on_ema_written)
+        save_weights(ema, run_dir / EMA_WEIGHTS_NAME)
         config = {**config, "ema": {**(config.get("ema") or {}), "file": EMA_WEIGHTS_NAME}}
     else:
         (run_dir / EMA_WEIGHTS_NAME).unlink(missing_ok=True)

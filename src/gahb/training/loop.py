@@ -45,7 +45,7 @@ __all__ = ["METRICS_NAME", "STATE_NAME", "TrainResult", "data_fingerprint", "loa
            "validate_images"]
 
 # Fault injection for the kill-and-resume tests (a real SIGKILL at a chosen point of a real run;
-# the torn state write is in :mod:`gahb.training.run_dir`). Inert when unset.
+# kills inside a file write are in :func:`gahb.utils.io._atomic`). Inert when unset.
 _HOOK_KILL_AT_STEP = "GAHB_TRAIN_TEST_KILL_AT_STEP"  # SIGKILL self right after this optimizer step
 _HOOK_STEP_SLEEP = "GAHB_TRAIN_TEST_STEP_SLEEP"  # seconds to sleep after every step
 

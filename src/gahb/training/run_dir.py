@@ -47,7 +47,6 @@ import json
 import math
 import os
 import platform
-import signal
 import time
 import warnings
 from dataclasses import asdict
@@ -59,7 +58,7 @@ import torch
 from torch import nn
 
 from gahb.models import ModelConfig, count_parameters
-from gahb.utils.io import CorruptFileError, _atomic, append_jsonl, atomic_write_text, read_json
+from gahb.utils.io import CorruptFileError, append_jsonl, atomic_save_torch, atomic_write_text, read_json
 
 from .checkpoint import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, save_release
 from .config import LEGACY_VALUES, RUNTIME_FIELDS, TrainConfig
@@ -74,10 +73,8 @@ LOCK_NAME = ".lock"
 STATE_FORMAT = 1
 RESUME_MODES = ("auto", "never", "require", "overwrite")
 
-# Fault injection for the kill-and-resume tests: SIGKILL self half-way through the k-th state.pt
-# (model_ema.safetensors) write of a RunDir, leaving a torn temporary file. Inert when unset.
-_HOOK_KILL_IN_SAVE = "GAHB_TRAIN_TEST_KILL_IN_SAVE"
-_HOOK_KILL_IN_EMA_SAVE = "GAHB_TRAIN_TEST_KILL_IN_EMA_SAVE"
+# Fault injection (kills in the middle of a write, torn temporary files) lives in the one place every
+# file is written: gahb.utils.io._atomic (GAHB_TEST_KILL_AT_WRITE).
 
 
 class RunFolderBusy(FileExistsError):
@@ -223,12 +220,6 @@ def restore_trainer(t: _Trainer, st: dict) -> str | None:
     return None
 
 
-def _tear_and_kill(tmp: str) -> None:
-    with open(tmp, "r+b") as fh:
-        fh.truncate(os.path.getsize(tmp) // 2)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 class RunDir:
     """One run folder: preparing it, checking a saved run against a new call, writing checkpoints."""
 
@@ -236,11 +227,6 @@ class RunDir:
         self.path = Path(path)
         self.state_path = self.path / STATE_NAME
         self.metrics_path = self.path / METRICS_NAME
-        kill = os.environ.get(_HOOK_KILL_IN_SAVE)
-        self._kill_in_save = int(kill) if kill else None
-        kill = os.environ.get(_HOOK_KILL_IN_EMA_SAVE)
-        self._kill_in_ema_save = int(kill) if kill else None
-        self._state_writes = self._ema_writes = 0
         self._lock = None
 
     def lock(self) -> None:
@@ -354,21 +340,11 @@ class RunDir:
                 and bool(cfg.get("ema")) == ema and (ema or not (self.path / EMA_WEIGHTS_NAME).exists()))
 
     def write_release(self, model: nn.Module, config: dict, ema: nn.Module | None = None) -> None:
-        self._ema_writes += ema is not None
-        kill = ema is not None and self._kill_in_ema_save == self._ema_writes
-        save_release(model, self.path, config, ema, on_ema_written=_tear_and_kill if kill else None)
+        save_release(model, self.path, config, ema)
 
     def save_state(self, state: dict) -> None:
         """Write ``state.pt`` atomically: a kill leaves the previous one intact."""
-        self._state_writes += 1
-        kill = self._kill_in_save == self._state_writes
-
-        def write(tmp: str) -> None:
-            torch.save(state, tmp)
-            if kill:
-                _tear_and_kill(tmp)
-
-        _atomic(self.state_path, write)
+        atomic_save_torch(self.state_path, state)
 
     def save_checkpoint(self, state: dict, model: nn.Module, release_config: dict, ema: nn.Module | None = None) -> None:
         """``state.pt`` first (what a resume trusts), then the release."""

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-# Fault injection for the kill-at-every-point tests: "<file name>:<phase>:<k>" SIGKILLs this process the
-# k-th time a write of that file reaches the phase: "before" (empty temporary file created), "written"
-# (temporary file complete and fsynced, not renamed), "renamed" (the new file in place). Inert when unset.
+# Fault injection for the kill-and-resume tests: "<file name>:<phase>:<k>" SIGKILLs this process the
+# k-th time a write of that file reaches the phase: "before" (empty temporary file created), "torn" (the
+# temporary file written, then cut to half its size), "written" (temporary file complete and fsynced,
+# not renamed), "renamed" (the new file in place). Inert when unset.
 _HOOK_KILL_AT_WRITE = "GAHB_TEST_KILL_AT_WRITE"
 _hook_counts: dict[tuple[str, str], int] = {}
 
 
-def _kill_point(path: Path, phase: str) -> None:
+def _kill_point(path: Path, phase: str, tmp: str | None = None) -> None:
     spec = os.environ.get(_HOOK_KILL_AT_WRITE)
     if not spec:
         return
@@ -30,6 +31,9 @@ def _kill_point(path: Path, phase: str) -> None:
     if name == path.name and when == phase:
         _hook_counts[name, when] = _hook_counts.get((name, when), 0) + 1
         if _hook_counts[name, when] == int(k):
+            if tmp is not None:  # a write torn by the kill
+                with open(tmp, "r+b") as fh:
+                    fh.truncate(os.path.getsize(tmp) // 2)
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -46,6 +50,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     try:
         _kill_point(path, "before")
         write(tmp)
+        _kill_point(path, "torn", tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         _kill_point(path, "written")
