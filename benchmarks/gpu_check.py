@@ -191,8 +191,9 @@ def ddp_rows(cfg: dict, dev: torch.device, out_dir: Path) -> dict:
            "seconds": time.perf_counter() - t0}
     if proc.returncode == 0:
         res["result"] = json.loads(proc.stdout.strip().splitlines()[-1])
-        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        rates = [m["images_per_s"] for m in metrics if m.get("images_per_s")]
+        from gahb.training import read_metrics
+
+        rates = [m["images_per_s"] for m in read_metrics(run) if m.get("images_per_s")]
         res["images_per_s"] = rates[-1] if rates else None
     else:
         res["stderr_tail"] = proc.stderr[-2000:]
