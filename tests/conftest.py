@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,3 +71,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_pool(tmp_path_factory):
+    """``(dataset spec, cache dir)`` of a pool of 90 distinct 16x16 images (nothing is removed by
+    deduplication), for the studies' test presets."""
+    root = tmp_path_factory.mktemp("pool")
+    rng = np.random.default_rng(0)
+    x = np.zeros((90, 16, 16), np.float32)
+    for i in range(len(x)):  # distinct squares on a faint noise floor
+        a, b = rng.integers(1, 10, 2)
+        x[i, a:a + 6, b:b + 6] = rng.uniform(0.3, 1.0)
+        x[i] += rng.uniform(0, 0.05, (16, 16)).astype(np.float32)
+    np.save(root / "pool.npy", np.clip(x, 0, 1))
+    return f"npy:{root / 'pool.npy'}", str(root / "cache")

@@ -98,7 +98,7 @@ def test_configs_are_frozen_and_the_training_runtime_fields_are_marked():
     assert RUNTIME_FIELDS == {"device", "checkpoint_every", "channels_last", "compile"}
     for name in STUDIES:
         mod = get_study(name)
-        assert {"threads"} <= runtime_fields(mod.Config) <= {"threads", "runs_dir", "cache_dir"}, name
+        assert {"threads"} <= runtime_fields(mod.Config) <= {"threads", "runs_dir", "cache_dir", "executor"}, name
         for preset in mod.PRESETS.values():
             assert dataclasses.is_dataclass(preset) and mod.Config.__dataclass_params__.frozen
 

@@ -1,29 +1,14 @@
-"""The transition study end to end at its test preset, on a tiny pool built in tmp_path."""
+"""The transition study end to end at its test preset, on a tiny pool (the ``tiny_pool`` fixture)."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from gahb.cli import main as cli_main
 from gahb.studies import get_config, get_study
 from gahb.studies.common import RESULT_KEYS, first_nonfinite
-
-
-@pytest.fixture(scope="module")
-def tiny_pool(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pool")
-    rng = np.random.default_rng(0)
-    x = np.zeros((90, 16, 16), np.float32)
-    for i in range(len(x)):  # distinct squares: nothing is removed by deduplication
-        a, b = rng.integers(1, 10, 2)
-        x[i, a:a + 6, b:b + 6] = rng.uniform(0.3, 1.0)
-        x[i] += rng.uniform(0, 0.05, (16, 16)).astype(np.float32)
-    x = np.clip(x, 0, 1)
-    np.save(root / "pool.npy", x)
-    return f"npy:{root / 'pool.npy'}", str(root / "cache")
 
 
 def test_transition_test_preset_end_to_end(tiny_pool, tmp_path):

@@ -20,6 +20,7 @@ examples:
   gahb study calpha --preset standard --out docs/results/calpha
   gahb study manifold --preset quick --set epochs=2
   gahb study shuffled --preset quick --show-config
+  gahb study transition --preset standard --executor slurm:partition=gpu,gpus_per_job=1,timeout_min=240
   gahb study published --preset standard --weights ../shared/published/weights --images ../shared/published/images
 """
 
@@ -39,6 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", default=None, help="dataset spec, for studies that take one (transition, shuffled)")
     p.add_argument("--weights", default=None, help="published: folder holding the published checkpoints")
     p.add_argument("--images", default=None, help="published: folder holding Set12/ and Set68/")
+    p.add_argument("--executor", default=None, metavar="KIND[:key=value,...]",
+                   help="transition: where its independent trainings run: inline (default), local or slurm "
+                        "(submitit jobs that resume when requeued), e.g. slurm:partition=gpu,timeout_min=240")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a Config field (repeatable)")
     p.add_argument("--show-config", action="store_true", help="print the resolved Config as JSON and exit")
@@ -60,7 +64,7 @@ def _run(args) -> int:
     fields = {f.name for f in dataclasses.fields(cfg)}
     extra = {}
     for flag, key in (("dataset", "dataset"), ("device", "device"), ("threads", "threads"),
-                      ("weights", "weights_dir"), ("images", "images_dir")):
+                      ("weights", "weights_dir"), ("images", "images_dir"), ("executor", "executor")):
         value = getattr(args, flag)
         if value is None:
             continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,6 +57,8 @@ class Config:
     runs_dir: str | None = runtime(None)  # where the trained runs go (default: OUT/runs)
     device: str = "cpu"
     threads: int | None = runtime(None)
+    # where the per-alpha trainings run: "inline", "local" or "slurm" with options (gahb.studies.sweeps)
+    executor: str = runtime("inline")
 
 
 # the value results written before a field existed had (reproduce reuses them only for that value)
@@ -162,9 +165,12 @@ def _slope_figure(curves: dict, cfg: Config, path) -> None:
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
     """Train one denoiser per alpha; measure, draw, judge; write results.json and figures."""
+    from gahb.studies.sweeps import parse_executor
+
     cfg = config
     if not cfg.alphas:
         raise ValueError("alphas is empty")
+    parse_executor(cfg.executor)
     lo, hi = (float(v) for v in cfg.fit_window)
     if sum(lo - 1e-9 <= p <= hi + 1e-9 for p in cfg.input_psnrs) < 2:
         raise ValueError(f"fit_window {cfg.fit_window} holds fewer than two of input_psnrs {cfg.input_psnrs}")
@@ -172,6 +178,16 @@ def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = 
                              progress=progress,
                              run_dirs=lambda numbers: [v["training"]["run_dir"] for v in numbers["per_alpha"].values()])
 
+
+def training_jobs(cfg: Config, runs) -> list:
+    """The per-alpha trainings as scheduler jobs (:class:`gahb.studies.sweeps.TrainJob`)."""
+    from gahb.studies.sweeps import TrainJob
+
+    return [TrainJob(run_dir=str(Path(runs) / f"alpha{float(a):g}"), threads=cfg.threads,
+                     train=cfg.train.train_config(cfg.n_train, seed=cfg.seed, device=cfg.device).to_dict(),
+                     data_args={"dataset": dataset_spec(cfg, a), "n": cfg.n_train, "subset": "s1",
+                                "seed": cfg.data_seed, "n_test": cfg.n_test})
+            for a in cfg.alphas]
 
 
 def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]:
@@ -184,6 +200,11 @@ def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]
 
     lo, hi = (float(v) for v in cfg.fit_window)
     runs = common.runs_dir(cfg, out)
+    if cfg.executor != "inline":  # every alpha's network as a scheduler job first; the loop below reuses them
+        from gahb.studies.sweeps import run_jobs
+
+        run_jobs(training_jobs(cfg, runs), cfg.executor, progress=progress)
+        watch.lap("training")
     examples, per_alpha = {}, {}
     for alpha in (float(a) for a in cfg.alphas):
         split = load_split(dataset_spec(cfg, alpha), n=cfg.n_train, subset="s1", seed=cfg.data_seed,

@@ -33,7 +33,8 @@ comes from the image-to-image spread of PSNR, is larger than the gap it estimate
 
 Trained runs live under ``runs_dir/N{N}_{s1|s2}`` and per-N measurements under
 ``out_dir/per_n/N{N}.json``; both are reused when the study is run again, and an interrupted
-training run resumes from its last checkpoint.
+training run resumes from its last checkpoint. The trainings are independent: ``executor`` sends them to
+local subprocesses or SLURM jobs (:mod:`gahb.studies.sweeps`) before the measurements begin.
 """
 
 from __future__ import annotations
@@ -100,8 +101,14 @@ class Config:
     runs_dir: str | None = runtime(None)  # default: OUT/runs
     device: str = "cpu"
     threads: int | None = runtime(None)
+    # Where the 2 x len(ns) independent trainings run: "inline" (here, one after another), "local" or
+    # "slurm" with options, e.g. "slurm:partition=gpu,gpus_per_job=1,timeout_min=240" (gahb.studies.sweeps)
+    executor: str = runtime("inline")
 
     def validate(self) -> None:
+        from gahb.studies.sweeps import parse_executor
+
+        parse_executor(self.executor)
         if not self.ns:
             raise ValueError("ns is empty")
         for n in self.ns:
@@ -185,6 +192,16 @@ def _train_config(cfg: Config, subset: str, n: int):
 PER_N_INDEPENDENT = frozenset({"ns", "device", "grid_samples", "min_epochs", "quality"})
 
 
+def training_jobs(cfg: Config, runs_dir: Path, ns: list[int]) -> list:
+    """The study's trainings as scheduler jobs (:class:`gahb.studies.sweeps.TrainJob`), S1 and S2 of every N."""
+    from gahb.studies.sweeps import TrainJob
+
+    return [TrainJob(run_dir=str(runs_dir / f"N{n}_{s}"), train=_train_config(cfg, s, n).to_dict(), threads=cfg.threads,
+                     data_args={"dataset": cfg.dataset, "n": n, "subset": s, "seed": cfg.split_seed,
+                                "cache_dir": cfg.cache_dir})
+            for n in ns for s in ("s1", "s2")]
+
+
 def _measure_config(cfg: Config, n: int) -> dict:
     """The settings a cached measurement of N depends on, with N's effective training budget."""
     from gahb.utils.config import comparable, flat, runtime_fields
@@ -227,6 +244,11 @@ def measure(cfg: Config, out: Path, watch, progress: bool = True) -> tuple[dict,
     max_n = int(probe.info["max_n"])
     ns = _resolve_ns(cfg, max_n)
     watch.lap("data")
+    if cfg.executor != "inline":  # train every network as a scheduler job first; the loop below reuses them
+        from gahb.studies.sweeps import run_jobs
+
+        run_jobs(training_jobs(cfg, runs_dir, ns), cfg.executor, progress=progress)
+        watch.lap("training")
     qctx = quality.prepare(cfg, pool, progress)
     quality_per_n: dict[int, dict] = {}
     watch.lap("quality")
