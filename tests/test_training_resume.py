@@ -323,14 +323,30 @@ KILL_POINTS = [(name, phase) for name in (STATE_NAME, WEIGHTS_NAME, EMA_WEIGHTS_
                for phase in ("before", "written", "renamed")]
 
 
+@pytest.fixture(scope="module")
+def killed_at_writes(tmp_path_factory):
+    """The 12 runs of KILL_POINTS, each killed at its point, started side by side (the cores are
+    shared; the kills are at a write, not at a time): ``{(name, phase): (folder, returncode, stderr)}``."""
+    root = tmp_path_factory.mktemp("killed")
+    script = root / "run_train.py"
+    script.write_text(SCRIPT)
+    procs = {}
+    for name, phase in KILL_POINTS:
+        out = root / f"{name}-{phase}"
+        procs[name, phase] = (out, subprocess.Popen([sys.executable, str(script), str(out)], text=True,
+                                                    env=_env(GAHB_TEST_KILL_AT_WRITE=f"{name}:{phase}:10"),
+                                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    return {k: (out, proc.wait(timeout=300), proc.stderr.read()) for k, (out, proc) in procs.items()}
+
+
 @pytest.mark.parametrize("name, phase", KILL_POINTS, ids=[f"{n}-{p}" for n, p in KILL_POINTS])
-def test_sigkill_at_every_point_of_a_checkpoint_write(reference, script, tmp_path, name, phase):
+def test_sigkill_at_every_point_of_a_checkpoint_write(reference, killed_at_writes, name, phase):
     """SIGKILL at the last checkpoint (step 30, the 10th write of each file): before each file's temporary
     write, after it (not renamed), after its rename; state.pt's rename is the point between the state and
     the release. The resume yields the uninterrupted run and a release that matches state.pt: from step 28
     it trains again; from the finished state it only repairs the release."""
-    killed = _run(script, tmp_path, GAHB_TEST_KILL_AT_WRITE=f"{name}:{phase}:10")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    tmp_path, returncode, stderr = killed_at_writes[name, phase]
+    assert returncode == -signal.SIGKILL, stderr
     assert load_state(tmp_path)["step"] == (30 if name != STATE_NAME or phase == "renamed" else 28)
     torch.set_num_threads(1)
     x, xt = _data()
