@@ -39,8 +39,18 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
     """Every device this machine has: the CPU always, CUDA when present (as deepinv's tests do). Numeric
-    identities take it; bit-identity and timing tests stay on the CPU."""
-    return torch.device(request.param)
+    identities take it; bit-identity and timing tests stay on the CPU. On CUDA, TensorFloat-32 is off
+    during the test: its 10-bit mantissas would break tolerances set for float32 arithmetic."""
+    dev = torch.device(request.param)
+    if dev.type != "cuda":
+        yield dev
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield dev
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.fixture(params=["unet", "bfcnn"])

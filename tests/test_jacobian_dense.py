@@ -36,9 +36,10 @@ def _noisy(shape=(1, 1, 12, 12), seed=1, sigma=0.2):
 
 
 @pytest.mark.parametrize("arch", ["unet", "bfcnn"])
-def test_dense_matches_per_pixel_loop(arch):
-    model = make_tiny(arch)
+def test_dense_matches_per_pixel_loop(arch, device):
+    model = make_tiny(arch).to(device)
     _, y = _noisy((1, 1, 8, 8))
+    y = y.to(device)
     ref = jacobian_loop(model, y).double()
     assert ref.abs().max() > 0.5  # a non-trivial Jacobian (BF-BN gains are O(1))
     scale = ref.abs().max()
@@ -50,12 +51,12 @@ def test_dense_matches_per_pixel_loop(arch):
 
 
 @pytest.mark.parametrize("arch", ["unet", "bfcnn"])
-def test_eq6_identities(arch):
-    model = make_tiny(arch, seed=3)
+def test_eq6_identities(arch, device):
+    model = make_tiny(arch, seed=3).to(device)
     _, y = _noisy(seed=4)
-    op = JacobianOperator(model, y)
+    op = JacobianOperator(model, y.to(device))
     J = jacobian(op)
-    fy = op.fy.numpy()
+    fy = op.fy.cpu().numpy()
     basis, svd = eigen_basis(J, op.shape), svd_basis(J, op.shape)
     res = identity_residuals(J, y, fy, basis, svd)
     # Exact statements: f(y) = J y; = S-shrinkage + A y; = SVD shrinkage.
