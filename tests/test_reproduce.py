@@ -185,6 +185,34 @@ def test_failing_section_is_reported_and_others_run(tmp_path, monkeypatch):
     assert "it failed" in page
 
 
+def test_the_executor_reaches_the_studies_that_take_it_and_a_bad_one_stops_before_any_work(tmp_path, monkeypatch):
+    @dataclasses.dataclass(frozen=True)
+    class SweepingConfig(FakeConfig):
+        executor: str = "inline"
+
+    seen: dict = {}
+
+    def recording(name, cls):
+        fake = fake_study(name)
+        real_run = fake.run
+
+        def run(config, out_dir, **kw):
+            seen[name] = getattr(config, "executor", None)
+            return real_run(config, out_dir, **kw)
+
+        return types.SimpleNamespace(PRESETS={p: cls() for p in fake.PRESETS}, run=run)
+
+    fakes = {s.name: recording(s.name, SweepingConfig if s.name == "transition" else FakeConfig) for s in rp.SECTIONS}
+    use_fakes(monkeypatch, fakes)
+    with pytest.raises(ValueError, match="executor must be one of"):
+        rp.reproduce("test", tmp_path / "bad", executor="pbs", progress=False, log=lambda m: None)
+    assert not (tmp_path / "bad").exists()
+    doc = rp.reproduce("test", tmp_path / "rep", executor="local:max_parallel=2", progress=False, log=lambda m: None)
+    assert seen.pop("transition") == "local:max_parallel=2" and set(seen.values()) == {None}
+    [entry] = [e for e in doc["sections"] if e["section"] == "transition"]
+    assert "--executor local:max_parallel=2" in entry["command"]
+
+
 def test_finished_sections_are_reused_unless_config_or_upstream_changed(tmp_path, monkeypatch):
     calls: list = []
     fakes = {s.name: fake_study(s.name, calls) for s in rp.SECTIONS}

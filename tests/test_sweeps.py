@@ -126,14 +126,15 @@ def test_transition_through_the_local_executor_with_a_requeued_job_gives_the_inl
     assert [c["status"] for c in local["claims"]] == [c["status"] for c in inline["claims"]]
 
 
-def test_calpha_jobs_train_the_networks_the_study_then_measures(tmp_path):
-    calpha = get_study("calpha")
-    cfg = get_config("calpha", "test", {"threads": 1})
+@pytest.mark.parametrize("name, runs_named", [("calpha", ["alpha1", "alpha5"]), ("shuffled", ["original", "shuffled"])])
+def test_a_studys_jobs_train_the_networks_the_study_then_measures(name, runs_named, tmp_path):
+    study = get_study(name)
+    cfg = get_config(name, "test", {"threads": 1})
     runs = tmp_path / "out" / "runs"
-    done = run_jobs(calpha.training_jobs(cfg, runs), "inline", progress=False)
-    assert [Path(d["run_dir"]).name for d in done if d["finished"]] == ["alpha1", "alpha5"]
-    assert run_jobs(calpha.training_jobs(cfg, runs), "inline", progress=False) == []  # finished runs are skipped
+    done = run_jobs(study.training_jobs(cfg, runs), "inline", progress=False)
+    assert [Path(d["run_dir"]).name for d in done if d["finished"]] == runs_named
+    assert run_jobs(study.training_jobs(cfg, runs), "inline", progress=False) == []  # finished runs are skipped
     written = {p: p.stat().st_mtime_ns for p in runs.glob("*/*.safetensors")}
-    res = calpha.run(cfg, tmp_path / "out", progress=False)  # a job that trained another network would be refused
+    res = study.run(cfg, tmp_path / "out", progress=False)  # a job that trained another network would be refused
     assert {p: p.stat().st_mtime_ns for p in runs.glob("*/*.safetensors")} == written  # measured, not retrained
-    assert len(res["numbers"]["per_alpha"]) == 2
+    assert len(written) == 4 and res["claims"]

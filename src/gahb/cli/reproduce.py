@@ -55,6 +55,9 @@ def register(subparsers) -> None:
     p.add_argument("--published-weights", default=None, metavar="DIR",
                    help="folder of the lab's published checkpoints: adds the 'published' section (with --published-images)")
     p.add_argument("--published-images", default=None, metavar="DIR", help="folder holding Set12/ and Set68/")
+    p.add_argument("--executor", default=None, metavar="KIND[:key=value,...]",
+                   help="where the studies' independent trainings run: inline (default), local or slurm (submitit "
+                        "jobs that resume when requeued), e.g. slurm:partition=gpu,gpus_per_job=1,timeout_min=240")
     p.add_argument("--rerun", action="store_true",
                    help="recompute sections even when a finished results.json matches (training runs are still reused)")
     add_runtime_flags(p, device=None, device_help=DEVICE_HELP + " (None: each study preset's)", threads=True,
@@ -73,7 +76,7 @@ def _run(args) -> int:
             raise GahbError(f"--section-dir expects SECTION=DIR, got {item!r}")
         dirs[name.strip()] = folder
     doc = reproduce(args.preset, args.out, only=args.only, skip=args.skip, dataset=args.dataset,
-                    device=args.device, threads=args.threads, rerun=args.rerun, section_dirs=dirs,
+                    device=args.device, threads=args.threads, executor=args.executor, rerun=args.rerun, section_dirs=dirs,
                     progress=not args.quiet,
                     inputs={"published": {"weights_dir": args.published_weights, "images_dir": args.published_images}})
     s = doc["summary"]

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--weights", default=None, help="published: folder holding the published checkpoints")
     p.add_argument("--images", default=None, help="published: folder holding Set12/ and Set68/")
     p.add_argument("--executor", default=None, metavar="KIND[:key=value,...]",
-                   help="transition: where its independent trainings run: inline (default), local or slurm "
+                   help="transition, calpha, shuffled: where their independent trainings run: inline (default), local or slurm "
                         "(submitit jobs that resume when requeued), e.g. slurm:partition=gpu,timeout_min=240")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a Config field (repeatable)")

@@ -234,14 +234,15 @@ def section_command(section: Section, study_preset: str, out_dir: Path, override
     """A command that recomputes this section alone."""
     from gahb.studies import STUDIES
 
-    flags = [f"--{k} {shlex.quote(str(overrides[k]))}" for k in ("dataset", "device", "threads") if k in overrides]
+    runtime_flags = ("dataset", "device", "threads", "executor")
+    flags = [f"--{k} {shlex.quote(str(overrides[k]))}" for k in runtime_flags if k in overrides]
     if section.study not in STUDIES:
         return " ".join([f"gahb reproduce --preset {shlex.quote(preset_name)} --out {shlex.quote(str(reproduce_out))} "
                          f"--only {section.name}", *flags])
     import json
 
     flags += [f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in overrides.items()
-              if k not in ("dataset", "device", "threads")]
+              if k not in runtime_flags]
     return " ".join([f"gahb study {section.study} --preset {shlex.quote(study_preset)} --out {shlex.quote(str(out_dir))}",
                      *flags])
 
@@ -249,12 +250,13 @@ def section_command(section: Section, study_preset: str, out_dir: Path, override
 # -- the run ---------------------------------------------------------------------------------------
 def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, only=None, skip=None,
               dataset: str | None = None, device: str | None = None, threads: int | None = None,
-              rerun: bool = False, section_dirs: dict | None = None, progress: bool = True,
+              executor: str | None = None, rerun: bool = False, section_dirs: dict | None = None, progress: bool = True,
               log: Callable[[str], None] | None = None, inputs: dict | None = None) -> dict:
     """Run the sections of :data:`SECTIONS` at ``preset`` into ``out``; write the report and JSON.
 
     ``only``/``skip``: section names to run / leave out (left-out sections appear as "not run").
-    ``dataset``, ``device``, ``threads`` go into every study Config that has such a field.
+    ``dataset``, ``device``, ``threads`` and ``executor`` (where the independent trainings run,
+    :mod:`gahb.studies.sweeps`) go into every study Config that has such a field.
     ``rerun`` ignores finished ``results.json`` files (the studies still reuse their trained runs).
     ``section_dirs`` ``{section: folder}`` puts a section elsewhere than ``OUT/<section>``, e.g. a study
     already run with ``gahb study`` (reused when its configuration matches, else computed there).
@@ -269,6 +271,10 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if executor is not None:
+        from gahb.studies.sweeps import parse_executor
+
+        parse_executor(executor)
     for names in (only, skip, section_dirs):
         for n in names or ():
             if n not in SECTION_NAMES:
@@ -335,8 +341,8 @@ def reproduce(preset: str = "quick", out: str | os.PathLike | None = None, *, on
             overrides = section_overrides(s, out, section_dirs, inputs)
             cfg = common.apply_overrides(mod.PRESETS[study_preset], overrides)
             fields = {f.name for f in dataclasses.fields(cfg)}
-            extra = {k: v for k, v in (("dataset", dataset), ("device", device), ("threads", threads))
-                     if v is not None and k in fields}
+            extra = {k: v for k, v in (("dataset", dataset), ("device", device), ("threads", threads),
+                                       ("executor", executor)) if v is not None and k in fields}
             if extra:
                 cfg = dataclasses.replace(cfg, **extra)
                 overrides = {**overrides, **extra}

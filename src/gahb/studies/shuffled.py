@@ -54,6 +54,8 @@ class Config:
     runs_dir: str | None = runtime(None)
     device: str = "cpu"
     threads: int | None = runtime(None)
+    # where the two trainings run: "inline", "local" or "slurm" with options (gahb.studies.sweeps)
+    executor: str = runtime("inline")
 
 
 PRESETS = {
@@ -143,10 +145,47 @@ def _eigen_figure(bases: dict, shuffle, indices, path) -> None:
 
 def run(config: Config, out_dir, *, progress: bool = True, preset: str | None = None) -> dict:
     """Train on the dataset and its shuffled copy; measure, draw, judge; write results.json and figures."""
+    from gahb.studies.sweeps import parse_executor
+
+    parse_executor(config.executor)
     return common.run_phases("shuffled", config, out_dir, preset, measure=measure, draw=draw, claims_of=claims_of,
                              progress=progress,
                              run_dirs=lambda numbers: [t["run_dir"] for t in numbers["training"].values()])
 
+
+
+def training_sets(dataset: str, n_train: int, data_seed: int, size: int | None, shuffle_seed: int):
+    """``(split, shuffle, {"original" | "shuffled": (train, test, info)})``: S1(n_train) of the dataset and
+    its copy under one fixed pixel permutation, what the two networks train and are tested on."""
+    from gahb.data.datasets import load_split
+    from gahb.data.synthetic import PixelShuffle
+
+    split = load_split(dataset, n=n_train, subset="s1", seed=data_seed, size=size, progress=False)
+    shuffle = PixelShuffle(tuple(split.train.shape[1:]), shuffle_seed)
+    return split, shuffle, {
+        "original": (split.train, split.test, split.info),
+        "shuffled": (shuffle.apply(split.train).contiguous(), shuffle.apply(split.test).contiguous(),
+                     {**split.info, "pixel_shuffle": shuffle.to_dict()}),
+    }
+
+
+def job_data(key: str, **sets):
+    """The ``(train, test, info)`` of network ``key`` ("original" or "shuffled"): a TrainJob's data function."""
+    return training_sets(**sets)[2][key]
+
+
+def training_jobs(cfg: Config, runs) -> list:
+    """The two trainings as scheduler jobs (:class:`gahb.studies.sweeps.TrainJob`)."""
+    from pathlib import Path
+
+    from gahb.studies.sweeps import TrainJob
+
+    sets = {"dataset": cfg.dataset, "n_train": cfg.n_train, "data_seed": cfg.data_seed, "size": cfg.size,
+            "shuffle_seed": cfg.shuffle_seed}
+    return [TrainJob(run_dir=str(Path(runs) / key), data="gahb.studies.shuffled:job_data",
+                     data_args={"key": key, **sets}, threads=cfg.threads,
+                     train=cfg.train.train_config(cfg.n_train, seed=cfg.seed, device=cfg.device).to_dict())
+            for key in ("original", "shuffled")]
 
 
 def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]:
@@ -155,23 +194,18 @@ def measure(cfg: Config, out, watch, progress: bool = True) -> tuple[dict, dict]
     Returns the numbers and what the figures draw (spectra, first bases, an example, the shuffle)."""
     from gahb.analysis.memorization import denoising_curve
     from gahb.analysis.uncertainty import paired_difference_interval
-    from gahb.data.datasets import load_split
-    from gahb.data.synthetic import PixelShuffle
 
     runs = common.runs_dir(cfg, out)
-
-    split = load_split(cfg.dataset, n=cfg.n_train, subset="s1", seed=cfg.data_seed, size=cfg.size,
-                       progress=False)
+    split, shuffle, data = training_sets(cfg.dataset, cfg.n_train, cfg.data_seed, cfg.size, cfg.shuffle_seed)
     if split.test.shape[0] < cfg.n_eval:
         raise ValueError(f"the test set holds {split.test.shape[0]} images, fewer than n_eval={cfg.n_eval}")
     shape = tuple(split.train.shape[1:])
-    shuffle = PixelShuffle(shape, cfg.shuffle_seed)
-    data = {
-        "original": (split.train, split.test, split.info),
-        "shuffled": (shuffle.apply(split.train).contiguous(), shuffle.apply(split.test).contiguous(),
-                     {**split.info, "pixel_shuffle": shuffle.to_dict()}),
-    }
     watch.lap("data")
+    if cfg.executor != "inline":  # both networks as scheduler jobs first; the loop below reuses them
+        from gahb.studies.sweeps import run_jobs
+
+        run_jobs(training_jobs(cfg, runs), cfg.executor, progress=progress)
+        watch.lap("training")
 
     curves, models, training = {}, {}, {}
     for key, (train_x, test_x, info) in data.items():
