@@ -187,9 +187,9 @@ def run_jobs(jobs: list[TrainJob], executor: str | Executor, *, folder: str | os
              progress: bool = True) -> list[dict]:
     """Train every job's network on ``executor`` (:func:`parse_executor`) and wait for all of them.
 
-    Runs already finished are skipped; the others are submitted (at most ``max_parallel`` at once
-    for local jobs). Returns each submitted job's result (its run folder, attempt, steps, and the
-    step it resumed from). A failed job does not stop the others; after all have ended a
+    Runs already finished are skipped; the others are submitted: on SLURM as one job array, locally
+    at most ``max_parallel`` at once. Returns each submitted job's result (its run folder, attempt,
+    steps, and the step it resumed from). A failed job does not stop the others; after all have ended a
     RuntimeError names every failed run, its job log and the log's last lines.
     """
     ex = parse_executor(executor)
@@ -208,10 +208,14 @@ def run_jobs(jobs: list[TrainJob], executor: str | Executor, *, folder: str | os
     limit = ex.max_parallel if ex.kind == "local" and ex.max_parallel else len(todo)
     todo = [with_threads(j, ex, min(limit, len(todo))) for j in todo]
     waiting, running, results, failures = list(todo), {}, [], []
+    if ex.kind == "slurm":  # one job array, of which SLURM runs at most max_parallel tasks at once
+        with auto.batch():
+            handles = [auto.submit(job) for job in todo]
+        waiting, running = [], dict(zip(handles, todo))
     bar = tqdm(total=len(todo), desc=f"sweep ({ex.kind})", unit="net", disable=not progress)
     try:
         while waiting or running:
-            while waiting and len(running) < limit:  # on SLURM everything is submitted at once
+            while waiting and len(running) < limit:  # local jobs: at most max_parallel at once
                 job = waiting.pop(0)
                 running[auto.submit(job)] = job
             for handle in [h for h in running if h.done()]:
