@@ -336,7 +336,11 @@ def killed_at_writes(tmp_path_factory):
         procs[name, phase] = (out, subprocess.Popen([sys.executable, str(script), str(out)], text=True,
                                                     env=_env(GAHB_TEST_KILL_AT_WRITE=f"{name}:{phase}:10"),
                                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-    return {k: (out, proc.wait(timeout=300), proc.stderr.read()) for k, (out, proc) in procs.items()}
+    done = {}
+    for k, (out, proc) in procs.items():
+        stderr = proc.communicate(timeout=300)[1]  # reads while waiting: a full stderr pipe cannot block the run
+        done[k] = (out, proc.returncode, stderr)
+    return done
 
 
 @pytest.mark.parametrize("name, phase", KILL_POINTS, ids=[f"{n}-{p}" for n, p in KILL_POINTS])
